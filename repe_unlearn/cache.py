@@ -1,0 +1,242 @@
+"""Activation caches: ``record()`` reads hook points during a forward pass into an ``ActivationCache``.
+
+``cache[layer]`` is ``[batch pos d_model]``, beside the attention mask of the same positions. With
+``stop_after=True`` the forward pass ends right after the deepest recorded hook point, so no compute is spent
+on later layers or the LM head (RMU trains through this with ``keep_graph=True``).
+"""
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import einops
+import torch
+from torch import Tensor, nn
+
+from ._typing import Activations, AttentionMask, Pooled, Stacked
+from .errors import ConfigError, LayerNotFoundError
+from .hooks import HookContext, attach, last_positions
+from .io import load_tensors, save_tensors
+from .models import HOOK_POINTS, HookPoint, n_layers, resolve_layers
+
+_KIND = "activation_cache"
+
+
+class _StopForward(Exception):
+    """Raised by the deepest recording hook to end the forward pass; caught by the record() that raised it."""
+
+    def __init__(self, owner: object) -> None:
+        super().__init__("forward pass stopped early by repe_unlearn.record(stop_after=True)")
+        self.owner = owner
+
+
+def last_token(acts: Activations, mask: AttentionMask | None = None) -> Pooled:
+    """Activation at the last non-pad position of each row (left or right padding alike)."""
+    if mask is None:
+        return acts[:, -1]
+    keep = last_positions(mask, acts.shape[1]).to(device=acts.device, dtype=torch.bool)
+    if not bool(keep.any(dim=1).all()):
+        raise ConfigError("an attention-mask row has no non-pad position; cannot take its last token")
+    n_pos = acts.shape[1]
+    last = n_pos - 1 - torch.flip(keep, dims=[1]).int().argmax(dim=1)
+    return acts[torch.arange(acts.shape[0], device=acts.device), last]
+
+
+def masked_mean(acts: Activations, mask: AttentionMask | None = None) -> Pooled:
+    """Mean over non-pad positions of each row."""
+    if mask is None:
+        return acts.mean(dim=1)
+    keep = last_positions(mask, acts.shape[1]).to(device=acts.device, dtype=acts.dtype)
+    total = einops.einsum(acts, keep, "batch pos d_model, batch pos -> batch d_model")
+    return total / keep.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+_POOLERS = {"last": last_token, "mean": masked_mean}
+
+
+class ActivationCache(Mapping[int, Tensor]):
+    """Activations per layer from one forward pass, with the attention mask of the same positions."""
+
+    def __init__(
+        self,
+        activations: Mapping[int, Tensor] | None = None,
+        *,
+        point: HookPoint = "resid_post",
+        attention_mask: Tensor | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if point not in HOOK_POINTS:
+            raise ConfigError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
+        self._acts: dict[int, Tensor] = dict(activations or {})
+        self.point: HookPoint = point
+        self.attention_mask = attention_mask
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    def _key(self, layer: int) -> int:
+        n = self.metadata.get("n_layers")
+        return layer + n if layer < 0 and isinstance(n, int) else layer
+
+    def __getitem__(self, layer: int) -> Tensor:
+        key = self._key(layer)
+        if key not in self._acts:
+            if not self._acts:
+                raise LayerNotFoundError(f"layer {layer}: the cache is empty (did a forward pass run inside record()?)")
+            raise LayerNotFoundError(f"layer {layer} is not in this cache; it holds layers {self.layers}")
+        return self._acts[key]
+
+    def __contains__(self, layer: object) -> bool:
+        return isinstance(layer, int) and self._key(layer) in self._acts
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._acts))
+
+    def __len__(self) -> int:
+        return len(self._acts)
+
+    @property
+    def layers(self) -> list[int]:
+        """Recorded layer indices, ascending."""
+        return sorted(self._acts)
+
+    def stack(self, layers: Iterable[int] | None = None) -> Stacked:
+        """All (or the given) layers as one ``[layer batch pos d_model]`` tensor."""
+        return torch.stack([self[layer] for layer in (self.layers if layers is None else layers)])
+
+    def pooled(self, how: str = "last") -> dict[int, Pooled]:
+        """One vector per example and layer: ``"last"`` non-pad token or ``"mean"`` over non-pad tokens."""
+        if how not in _POOLERS:
+            raise ConfigError(f"unknown pooling {how!r}; valid: {', '.join(_POOLERS)}")
+        return {layer: _POOLERS[how](acts, self.attention_mask) for layer, acts in sorted(self._acts.items())}
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ActivationCache":
+        """A copy with activations on ``device`` / in ``dtype`` (the mask keeps its dtype)."""
+        acts = {k: v.to(device=device, dtype=dtype) for k, v in self._acts.items()}
+        mask = None if self.attention_mask is None else self.attention_mask.to(device=device)
+        return ActivationCache(acts, point=self.point, attention_mask=mask, metadata=self.metadata)
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write to a safetensors file (JSON metadata: model, layers, point)."""
+        tensors = {f"layers.{k}": v for k, v in self._acts.items()}
+        if self.attention_mask is not None:
+            tensors["attention_mask"] = self.attention_mask
+        meta = {**self.metadata, "kind": _KIND, "point": self.point, "layers": self.layers}
+        save_tensors(path, tensors, meta, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "ActivationCache":
+        """Read a cache written by :meth:`save`."""
+        tensors, meta = load_tensors(path, kind=_KIND)
+        mask = tensors.pop("attention_mask", None)
+        acts = {int(k.split(".", 1)[1]): v for k, v in tensors.items()}
+        point = meta.pop("point")
+        for key in ("kind", "layers"):
+            meta.pop(key, None)
+        return cls(acts, point=point, attention_mask=mask, metadata=meta)
+
+    def __repr__(self) -> str:
+        if not self._acts:
+            return f"ActivationCache(point={self.point!r}, empty)"
+        first = self._acts[self.layers[0]]
+        model = self.metadata.get("model", "?")
+        mask = "yes" if self.attention_mask is not None else "no"
+        return (
+            f"ActivationCache(model={model!r}, point={self.point!r}, layers={_span(self.layers)}, "
+            f"shape={list(first.shape)}, dtype={str(first.dtype).removeprefix('torch.')}, "
+            f"device={first.device}, mask={mask})"
+        )
+
+
+def _span(layers: list[int]) -> str:
+    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return str(layers)
+
+
+@contextmanager
+def record(
+    model: nn.Module,
+    layers: int | Iterable[int] | None = None,
+    point: HookPoint = "resid_post",
+    *,
+    keep_graph: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    stop_after: bool = False,
+) -> Iterator[ActivationCache]:
+    """Record ``point`` at ``layers`` (``None``: all) during the forward passes run inside the block.
+
+    After the block, ``cache[layer]`` holds the last pass's activations. By default they are detached and
+    moved to the CPU (``device``), optionally cast (``dtype``, e.g. ``torch.float16`` to halve memory);
+    ``keep_graph=True`` keeps them attached to autograd on the model's device, for training.
+    ``stop_after=True`` ends the pass right after the deepest recorded point: the statement running the
+    model then exits the block, so make it the block's last statement.
+    """
+    indices = resolve_layers(model, layers)
+    if keep_graph and (device is not None or dtype is not None):
+        raise ConfigError("keep_graph=True keeps activations where the model made them; drop device=/dtype=")
+    target = None if keep_graph else torch.device(device if device is not None else "cpu")
+    meta = {"model": type(model).__name__, "n_layers": n_layers(model)}
+    name_or_path = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if name_or_path:
+        meta["name_or_path"] = str(name_or_path)
+    cache = ActivationCache(point=point, metadata=meta)
+    owner = object()
+    first, deepest = indices[0], indices[-1]
+
+    def store(act: Tensor, ctx: HookContext) -> None:
+        if ctx.layer == first:  # the lowest recorded point fires first in every pass: a new pass begins
+            cache._acts.clear()
+            mask = ctx.attention_mask
+            if mask is not None:
+                mask = last_positions(mask, act.shape[1]).detach().to(target or mask.device)
+            cache.attention_mask = mask
+        cache._acts[ctx.layer] = act if target is None else act.detach().to(device=target, dtype=dtype)
+        if stop_after and ctx.layer == deepest:
+            raise _StopForward(owner)
+
+    with attach(model, indices, point, store, description="record"):
+        try:
+            yield cache
+        except _StopForward as stop:
+            if stop.owner is not owner:
+                raise
+
+
+def collect(
+    model: nn.Module,
+    inputs: Mapping[str, Tensor],
+    layers: int | Iterable[int] | None = None,
+    point: HookPoint = "resid_post",
+    *,
+    stop_after: bool = True,
+    keep_graph: bool = False,
+    dtype: torch.dtype | None = None,
+) -> ActivationCache:
+    """Run ``model(**inputs)`` once and return the recorded cache (a one-call form of :func:`record`)."""
+    recording = record(model, layers, point, keep_graph=keep_graph, dtype=dtype, stop_after=stop_after)
+    with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()), recording as cache:
+        model(**inputs, use_cache=False)
+    return cache
+
+
+def collect_pooled(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Tensor]],
+    layers: int | Iterable[int] | None = None,
+    point: HookPoint = "resid_post",
+    *,
+    pool: str = "last",
+    dtype: torch.dtype | None = None,
+) -> dict[int, Tensor]:
+    """Stream over tokenized batches; one pooled ``[example d_model]`` tensor per layer, bounded memory."""
+    if pool not in _POOLERS:
+        raise ConfigError(f"unknown pooling {pool!r}; valid: {', '.join(_POOLERS)}")
+    parts: dict[int, list[Tensor]] = {}
+    for batch in batches:
+        pooled = collect(model, batch, layers, point).pooled(pool)
+        for layer, vecs in pooled.items():
+            parts.setdefault(layer, []).append(vecs if dtype is None else vecs.to(dtype))
+    if not parts:
+        raise ConfigError("collect_pooled() received no batches")
+    return {layer: torch.cat(chunks) for layer, chunks in parts.items()}

@@ -1,0 +1,140 @@
+"""nnsight interop: fill an ActivationCache and apply a ControlVector inside an nnsight trace.
+
+Import this module only when you use nnsight: ``import nnsight`` patches objects globally, so the core
+package never imports it. Hook points are found through the same architecture adapter as the hook path,
+so ``trace_cache`` and :func:`repe_unlearn.record` read the same tensors.
+
+nnsight runs the code of a trace in the model's execution order; the helpers here therefore visit hook
+points layer by layer, steering a point before saving it (as if ``ControlVector.apply`` had been entered
+before ``record``).
+"""
+
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import Any
+
+from torch import Tensor, nn
+
+from .cache import ActivationCache
+from .errors import ConfigError
+from .hooks import _unpack
+from .models import HookPoint, architecture, find_layers_path, n_layers, resolve_layer, resolve_layers
+from .vectors import ControlVector
+
+_STAGE = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
+
+
+def _nnsight() -> ModuleType:
+    try:
+        import nnsight
+    except ImportError:
+        raise ConfigError("nnsight is not installed; pip install 'nnsight>=0.8.1,<0.9'") from None
+    return nnsight
+
+
+def wrap(model: nn.Module, tokenizer: Any) -> Any:
+    """``nnsight.TransformersModel(model, tokenizer=tokenizer)``; nnsight switches the tokenizer to left padding."""
+    return _nnsight().TransformersModel(model, tokenizer=tokenizer)
+
+
+def _torch_model(nn_model: Any) -> nn.Module:
+    module = getattr(nn_model, "_module", None)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"expected an nnsight model (an Envoy), got {type(nn_model).__name__}")
+    return module
+
+
+def _envoy(nn_model: Any, layer: int, point: HookPoint) -> Any:
+    model = _torch_model(nn_model)
+    envoy = nn_model
+    for part in find_layers_path(model).split("."):
+        envoy = getattr(envoy, part)
+    envoy = envoy[resolve_layer(model, layer)]
+    arch = architecture(model)
+    sub = {"mlp_out": arch.mlp_out, "attn_out": arch.attn_out}.get(point)
+    for part in sub.split(".") if sub else ():
+        envoy = getattr(envoy, part)
+    return envoy
+
+
+def _read(envoy: Any, point: HookPoint) -> Tensor:
+    value = envoy.input if point == "resid_pre" else envoy.output
+    return _unpack(value, f"{point} (nnsight)")[0]
+
+
+def _write(envoy: Any, point: HookPoint, new: Tensor) -> None:
+    if point == "resid_pre":
+        envoy.input = new
+    else:
+        envoy.output = _unpack(envoy.output, f"{point} (nnsight)")[1](new)
+
+
+def steer(nn_model: Any, vector: ControlVector, coeff: float = 1.0, *, layers: Iterable[int] | None = None) -> None:
+    """Inside a trace: add ``coeff * vector[layer]`` at the vector's hook point of each layer."""
+    model = _torch_model(nn_model)
+    chosen = vector.layers if layers is None else list(layers)
+    for layer in sorted(chosen, key=lambda i: resolve_layer(model, i)):
+        _steer_one(nn_model, vector, layer, coeff)
+
+
+def _steer_one(nn_model: Any, vector: ControlVector, layer: int, coeff: float) -> None:
+    envoy = _envoy(nn_model, layer, vector.point)
+    act = _read(envoy, vector.point)
+    _write(envoy, vector.point, act + coeff * vector[layer].to(device=act.device, dtype=act.dtype))
+
+
+def save_activations(
+    nn_model: Any, layers: int | Iterable[int] | None = None, point: HookPoint = "resid_post"
+) -> dict[int, Tensor]:
+    """Inside a trace: ``{layer: saved activation}`` for each layer (pass the result to :func:`to_cache`)."""
+    nnsight = _nnsight()
+    return {
+        layer: nnsight.save(_read(_envoy(nn_model, layer, point), point))
+        for layer in resolve_layers(_torch_model(nn_model), layers)
+    }
+
+
+def to_cache(
+    saved: Mapping[int, Tensor],
+    *,
+    point: HookPoint = "resid_post",
+    attention_mask: Tensor | None = None,
+    model: nn.Module | None = None,
+) -> ActivationCache:
+    """An :class:`ActivationCache` (detached, on the CPU) from the values saved in a trace."""
+    meta: dict[str, Any] = {}
+    if model is not None:
+        meta = {"model": type(model).__name__, "n_layers": n_layers(model)}
+    acts = {layer: value.detach().cpu() for layer, value in saved.items()}
+    mask = None if attention_mask is None else attention_mask.detach().cpu()
+    return ActivationCache(acts, point=point, attention_mask=mask, metadata=meta)
+
+
+def trace_cache(
+    nn_model: Any,
+    inputs: Any,
+    layers: int | Iterable[int] | None = None,
+    point: HookPoint = "resid_post",
+    *,
+    vector: ControlVector | None = None,
+    coeff: float = 1.0,
+) -> ActivationCache:
+    """Run one nnsight trace on ``inputs``, optionally steering with ``vector``, and return the cache.
+
+    ``inputs`` is anything ``nn_model.trace`` takes; pass a tokenized dict to keep its attention mask.
+    """
+    nnsight = _nnsight()
+    model = _torch_model(nn_model)
+    record_at = resolve_layers(model, layers)
+    events = [(layer, _STAGE[point], 1, layer) for layer in record_at]
+    if vector is not None:
+        events += [(resolve_layer(model, k), _STAGE[vector.point], 0, k) for k in vector.layers]
+    saved: dict[int, Tensor] = {}
+    with nn_model.trace(inputs):
+        for layer, _, is_save, key in sorted(events):
+            if is_save:
+                saved[layer] = nnsight.save(_read(_envoy(nn_model, layer, point), point))
+            elif vector is not None:
+                _steer_one(nn_model, vector, key, coeff)
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    return to_cache(saved, point=point, attention_mask=mask, model=model)

@@ -1,0 +1,261 @@
+"""Control vectors: one direction per layer, with algebra, steering, directional ablation and safetensors I/O."""
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import einops
+import torch
+from torch import Tensor, nn
+
+from ._typing import Activations, Direction
+from .cache import collect_pooled
+from .data import tokenize_batches
+from .errors import ConfigError, ShapeError
+from .hooks import HookContext, HookHandle, attach, last_positions
+from .io import load_tensors, save_tensors
+from .models import HOOK_POINTS, HookPoint, d_model, resolve_layer, resolve_layers
+
+_KIND = "control_vector"
+
+
+def _check_direction(layer: int, vector: Any) -> Tensor:
+    if not isinstance(vector, Tensor) or vector.ndim != 1 or not vector.is_floating_point():
+        got = f"shape {tuple(vector.shape)} {vector.dtype}" if isinstance(vector, Tensor) else type(vector).__name__
+        raise ShapeError(f"direction for layer {layer} must be a 1-D float tensor of size d_model, got {got}")
+    return vector
+
+
+class ControlVector:
+    """A direction per layer, added to (or projected out of) the residual stream at those layers.
+
+    ``ControlVector({5: v5, 6: v6})``; layers may be negative (resolved against the model on use).
+    """
+
+    def __init__(
+        self,
+        directions: Mapping[int, Tensor],
+        *,
+        point: HookPoint = "resid_post",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not directions:
+            raise ConfigError("a ControlVector needs at least one layer")
+        if point not in HOOK_POINTS:
+            raise ConfigError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
+        checked = {int(layer): _check_direction(layer, v) for layer, v in directions.items()}
+        sizes = {v.shape[0] for v in checked.values()}
+        if len(sizes) > 1:
+            raise ShapeError(f"directions have different sizes {sorted(sizes)}; all must be d_model")
+        self.directions: dict[int, Tensor] = dict(sorted(checked.items()))
+        self.point: HookPoint = point
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    @property
+    def layers(self) -> list[int]:
+        """Layer indices, ascending."""
+        return list(self.directions)
+
+    @property
+    def d_model(self) -> int:
+        """Size of each direction."""
+        return next(iter(self.directions.values())).shape[0]
+
+    def __getitem__(self, layer: int) -> Direction:
+        return self.directions[layer]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.directions)
+
+    def __len__(self) -> int:
+        return len(self.directions)
+
+    def items(self) -> Iterable[tuple[int, Tensor]]:
+        """``(layer, direction)`` pairs."""
+        return self.directions.items()
+
+    # -- algebra -------------------------------------------------------------------------------------------
+    def _combine(self, other: "ControlVector", sign: float) -> "ControlVector":
+        if not isinstance(other, ControlVector):
+            return NotImplemented
+        if other.point != self.point or other.d_model != self.d_model:
+            raise ShapeError(
+                f"cannot combine vectors at {self.point!r}/d_model {self.d_model} and "
+                f"{other.point!r}/d_model {other.d_model}"
+            )
+        out = dict(self.directions)
+        for layer, v in other.items():
+            out[layer] = out[layer] + sign * v if layer in out else sign * v
+        return ControlVector(out, point=self.point, metadata=self.metadata)
+
+    def __add__(self, other: "ControlVector") -> "ControlVector":
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other: "ControlVector") -> "ControlVector":
+        return self._combine(other, -1.0)
+
+    def __mul__(self, scalar: float) -> "ControlVector":
+        if not isinstance(scalar, (int, float)):
+            return NotImplemented
+        return ControlVector({k: v * scalar for k, v in self.items()}, point=self.point, metadata=self.metadata)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scalar: float) -> "ControlVector":
+        return self * (1.0 / scalar)
+
+    def __neg__(self) -> "ControlVector":
+        return self * -1.0
+
+    def normalized(self) -> "ControlVector":
+        """Each layer's direction scaled to unit norm."""
+        return ControlVector({k: v / v.norm() for k, v in self.items()}, point=self.point, metadata=self.metadata)
+
+    def norms(self) -> dict[int, float]:
+        """L2 norm per layer."""
+        return {k: float(v.norm()) for k, v in self.items()}
+
+    # -- interventions -------------------------------------------------------------------------------------
+    def _resolved(self, model: nn.Module, layers: Iterable[int] | None) -> dict[int, Tensor]:
+        width = d_model(model)
+        if self.d_model != width:
+            raise ShapeError(f"control vector has size {self.d_model} but the model's d_model is {width}")
+        chosen = self.layers if layers is None else list(layers)
+        resolved: dict[int, Tensor] = {}
+        for layer in chosen:
+            if layer not in self.directions:
+                raise ConfigError(f"layer {layer} has no direction in this vector; it has layers {self.layers}")
+            resolved[resolve_layer(model, layer)] = self.directions[layer]
+        return resolved
+
+    def attach(
+        self,
+        model: nn.Module,
+        coeff: float = 1.0,
+        *,
+        layers: Iterable[int] | None = None,
+        only_non_pad: bool = False,
+    ) -> HookHandle:
+        """Add ``coeff * v[layer]`` at every position (or only non-pad ones) of each layer; returns a handle."""
+        directions = self._resolved(model, layers)
+
+        def steer(act: Activations, ctx: HookContext) -> Activations:
+            delta = coeff * directions[ctx.layer].to(device=act.device, dtype=act.dtype)
+            if not only_non_pad or ctx.attention_mask is None:
+                return act + delta
+            keep = last_positions(ctx.attention_mask, act.shape[1]).to(device=act.device, dtype=act.dtype)
+            return act + einops.einsum(keep, delta, "batch pos, d_model -> batch pos d_model")
+
+        return attach(model, list(directions), self.point, steer, description=f"steer(coeff={coeff})")
+
+    def apply(
+        self,
+        model: nn.Module,
+        coeff: float = 1.0,
+        *,
+        layers: Iterable[int] | None = None,
+        only_non_pad: bool = False,
+    ) -> HookHandle:
+        """``with vector.apply(model, coeff):`` steers inside the block and removes the hooks after it."""
+        return self.attach(model, coeff, layers=layers, only_non_pad=only_non_pad)
+
+    def ablate(self, model: nn.Module, *, layers: Iterable[int] | None = None) -> HookHandle:
+        """Project each layer's direction out of that layer's activation (directional ablation)."""
+        directions = self._resolved(model, layers)
+        return attach(model, list(directions), self.point, _projector(directions), description="ablate")
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write to a safetensors file (``layers.<i>`` tensors; point and metadata as JSON in the header)."""
+        meta = {**self.metadata, "kind": _KIND, "point": self.point}
+        save_tensors(path, {f"layers.{k}": v for k, v in self.items()}, meta, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "ControlVector":
+        """Read a vector written by :meth:`save`."""
+        tensors, meta = load_tensors(path, kind=_KIND)
+        try:
+            directions = {int(key.removeprefix("layers.")): v for key, v in tensors.items()}
+        except ValueError:
+            raise ShapeError(f"{path}: tensor names must be 'layers.<int>', got {sorted(tensors)}") from None
+        point = meta.pop("point", "resid_post")
+        meta.pop("kind")
+        return cls(directions, point=point, metadata=meta)
+
+    def __repr__(self) -> str:
+        norms = ", ".join(f"{k}: {n:.3g}" for k, n in self.norms().items())
+        return f"ControlVector(point={self.point!r}, d_model={self.d_model}, norms={{{norms}}})"
+
+    # -- construction --------------------------------------------------------------------------------------
+    @classmethod
+    def from_contrastive(
+        cls,
+        model: nn.Module,
+        tokenizer: Any,
+        positive: Sequence[str],
+        negative: Sequence[str],
+        layers: int | Iterable[int] | None = None,
+        *,
+        method: Literal["mean_diff", "pca"] = "mean_diff",
+        point: HookPoint = "resid_post",
+        batch_size: int = 16,
+        pool: Literal["last", "mean"] = "last",
+    ) -> "ControlVector":
+        """A vector from contrastive prompt pairs, read through :func:`repe_unlearn.record`.
+
+        ``mean_diff``: mean of positive minus mean of negative pooled activations. ``pca``: the first
+        principal direction of the paired differences (uncentred), signed and scaled so that its length
+        is the mean projection of the differences onto it.
+        """
+        if len(positive) != len(negative) or not positive:
+            n_pos, n_neg = len(positive), len(negative)
+            raise ConfigError(
+                f"need equally many positive and negative prompts (at least one), got {n_pos} and {n_neg}"
+            )
+        if method not in ("mean_diff", "pca"):
+            raise ConfigError(f"unknown method {method!r}; valid: mean_diff, pca")
+        device = next(model.parameters()).device
+        acts = {}
+        for name, texts in (("positive", positive), ("negative", negative)):
+            batches = tokenize_batches(tokenizer, texts, batch_size, device=device)
+            acts[name] = collect_pooled(model, batches, layers, point, pool=pool)
+        directions = {}
+        for layer, pos in acts["positive"].items():
+            diffs = (pos - acts["negative"][layer]).float()
+            directions[layer] = diffs.mean(0) if method == "mean_diff" else _principal(diffs)
+        meta = {"method": method, "pool": pool, "n_pairs": len(positive), "model": type(model).__name__}
+        return cls(directions, point=point, metadata=meta)
+
+
+def _principal(diffs: Tensor) -> Tensor:
+    _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
+    top = vh[0]
+    scale = (diffs @ top).mean()
+    return top * scale  # the sign of scale orients it along the mean difference
+
+
+def _projector(directions: Mapping[int, Tensor]) -> Any:
+    units = {layer: v / v.norm() for layer, v in directions.items()}
+
+    def project_out(act: Activations, ctx: HookContext) -> Activations:
+        unit = units[ctx.layer].to(device=act.device, dtype=act.dtype)
+        along = einops.einsum(act, unit, "batch pos d_model, d_model -> batch pos")
+        return act - einops.einsum(along, unit, "batch pos, d_model -> batch pos d_model")
+
+    return project_out
+
+
+def ablate_direction(
+    model: nn.Module,
+    direction: Direction,
+    layers: int | Iterable[int] | None,
+    *,
+    point: HookPoint = "resid_post",
+) -> HookHandle:
+    """Project one direction out of ``point`` at each of ``layers`` (e.g. the steered layer and all after)."""
+    direction = _check_direction(-1, direction)
+    width = d_model(model)
+    if direction.shape[0] != width:
+        raise ShapeError(f"direction has size {direction.shape[0]} but the model's d_model is {width}")
+    indices = resolve_layers(model, layers)
+    return attach(model, indices, point, _projector(dict.fromkeys(indices, direction)), description="ablate")
