@@ -88,10 +88,11 @@ def save_activations(
 ) -> dict[int, Tensor]:
     """Inside a trace: ``{layer: saved activation}`` for each layer (pass the result to :func:`to_cache`)."""
     nnsight = _nnsight()
-    return {
+    saved = {
         layer: nnsight.save(_read(_envoy(nn_model, layer, point), point))
         for layer in resolve_layers(_torch_model(nn_model), layers)
     }
+    return nnsight.save(saved)  # the dict itself must be saved, or nnsight drops it when the trace ends
 
 
 def to_cache(

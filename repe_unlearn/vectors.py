@@ -94,14 +94,14 @@ class ControlVector:
     def __sub__(self, other: "ControlVector") -> "ControlVector":
         return self._combine(other, -1.0)
 
-    def __mul__(self, scalar: float) -> "ControlVector":
+    def __mul__(self, scalar: float | int) -> "ControlVector":
         if not isinstance(scalar, (int, float)):
             return NotImplemented
         return ControlVector({k: v * scalar for k, v in self.items()}, point=self.point, metadata=self.metadata)
 
     __rmul__ = __mul__
 
-    def __truediv__(self, scalar: float) -> "ControlVector":
+    def __truediv__(self, scalar: float | int) -> "ControlVector":
         return self * (1.0 / scalar)
 
     def __neg__(self) -> "ControlVector":

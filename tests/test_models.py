@@ -87,7 +87,7 @@ def test_registered_template_makes_everything_work() -> None:
 
 
 def test_architecture_template_rejects_non_paths() -> None:
-    with pytest.raises(ru.ArchitectureError, match="not a dotted module path"):
+    with pytest.raises(ru.ArchitectureError, match="not a dotted path"):
         ru.Architecture(layers_path="model/layers")
 
 

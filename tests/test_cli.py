@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_model
+
+import repe_unlearn as ru
+from repe_unlearn.cli import main
+
+
+def test_console_script_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "repe_unlearn", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "inspect" in out.stdout and "usage: repe-unlearn" in out.stdout
+
+
+def test_inspect_a_model_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_model("gpt_neox").save_pretrained(tmp_path / "neox")
+    assert main(["inspect", str(tmp_path / "neox")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_layers"] == 4 and info["d_model"] == 32 and info["layers_path"] == "gpt_neox.layers"
+    assert info["mlp_down_proj_layer_0"] == "gpt_neox.layers.0.mlp.dense_4h_to_h.weight"
+    assert info["hook_points_layer_0"]["mlp_out"] == "post-hook on gpt_neox.layers.0.post_mlp_dropout"
+
+
+def test_inspect_saved_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ru.ControlVector({2: torch.ones(32)}, metadata={"note": "x"}).save(tmp_path / "v.safetensors")
+    assert main(["inspect", str(tmp_path / "v.safetensors")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["layers"] == [2] and info["metadata"] == {"note": "x"}
+    model = make_model("llama")
+    ru.collect(model, {"input_ids": torch.tensor([[3, 4, 5]])}, layers=[1]).save(tmp_path / "c.safetensors")
+    assert main(["inspect", str(tmp_path / "c.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: p, "not a HuggingFace model directory"),
+        (lambda p: (p / "junk.safetensors").write_bytes(b"junk") and p / "junk.safetensors", "not a valid safetensors"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str) -> None:
+    assert main(["inspect", str(make(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("repe-unlearn: error: ") and message in err and err.count("\n") == 1
