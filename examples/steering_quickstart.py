@@ -29,9 +29,8 @@ def main() -> None:
     with torch.no_grad(), vector.apply(model, coeff=8.0), ru.record(model, layers=2) as steered:
         steered_logits = model(**inputs).logits
     shift = (steered[2] - cache[2]).norm(dim=-1).mean()
-    print(
-        f"steering moved layer 2 by {shift:.2f} (coeff 8.0); logits changed by {(steered_logits - logits).abs().max():.3f}"
-    )
+    change = (steered_logits - logits).abs().max()
+    print(f"steering moved layer 2 by {shift:.2f} (coeff 8.0); logits changed by {change:.3f}")
 
     with torch.no_grad(), vector.ablate(model), ru.record(model, layers=2) as ablated:
         model(**inputs)
