@@ -5,15 +5,17 @@ The public surface is what this file exports; everything else is private. nnsigh
 """
 
 from .cache import ActivationCache, collect, collect_pooled, last_token, masked_mean, record
-from .data import tokenize_batches
+from .data import read_texts, tokenize_batches
 from .errors import (
     ArchitectureError,
     ConfigError,
+    DataError,
     FormatError,
     HookPointError,
     LayerNotFoundError,
     RepeUnlearnError,
     ShapeError,
+    TrainingError,
 )
 from .hooks import HookContext, HookFn, HookHandle, active_hooks, attach, remove_hooks
 from .models import (
@@ -40,6 +42,7 @@ __all__ = [
     "ArchitectureError",
     "ConfigError",
     "ControlVector",
+    "DataError",
     "FormatError",
     "HookContext",
     "HookFn",
@@ -49,6 +52,7 @@ __all__ = [
     "LayerNotFoundError",
     "RepeUnlearnError",
     "ShapeError",
+    "TrainingError",
     "__version__",
     "ablate_direction",
     "active_hooks",
@@ -62,6 +66,7 @@ __all__ = [
     "masked_mean",
     "mlp_down_proj",
     "n_layers",
+    "read_texts",
     "record",
     "register_architecture",
     "remove_hooks",

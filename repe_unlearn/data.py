@@ -1,16 +1,19 @@
-"""Turning texts into model inputs: batching, padding, attention masks.
+"""Texts in and out: reading corpora in common formats, and batching them into padded model inputs.
 
 Padding is done here rather than by the tokenizer so that a tokenizer without a pad token needs no edit
 (the user's tokenizer is never mutated); pad positions are always masked out by the attention mask.
 """
 
+import json
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -29,14 +32,18 @@ def tokenize_batches(
     *,
     max_length: int | None = None,
     padding_side: Literal["left", "right"] = "right",
+    pad_token_id: int | None = None,
     device: str | torch.device = "cpu",
 ) -> Iterator[dict[str, Tensor]]:
-    """Yield ``{"input_ids", "attention_mask"}`` batches of ``batch_size`` texts, in order."""
+    """Yield ``{"input_ids", "attention_mask"}`` batches of ``batch_size`` texts, in order.
+
+    Texts longer than ``max_length`` tokens are cut on the right; ``pad_token_id`` overrides :func:`pad_id`.
+    """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if padding_side not in ("left", "right"):
         raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    pad = pad_id(tokenizer)
+    pad = pad_id(tokenizer) if pad_token_id is None else pad_token_id
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         encoded = tokenizer(chunk, truncation=max_length is not None, max_length=max_length)["input_ids"]
@@ -50,3 +57,64 @@ def tokenize_batches(
             ids[row, span] = torch.tensor(seq, dtype=torch.long)
             mask[row, span] = 1
         yield {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def read_texts(path: str | os.PathLike[str], *, text_field: str = "text") -> list[str]:
+    """Documents of a corpus, in file order, from the formats users already have.
+
+    ``.jsonl`` (one JSON object per line, the text under ``text_field``), ``.parquet`` (column
+    ``text_field``), a directory written by ``datasets.save_to_disk``, or any other file as plain text with one
+    document per line. Blank lines are skipped.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"corpus {path} does not exist")
+    if path.is_dir():
+        return _read_datasets_dir(path, text_field)
+    if path.suffix == ".parquet":
+        return _read_parquet(path, text_field)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read corpus {path}: {exc}") from None
+    if path.suffix != ".jsonl":
+        return [line for line in lines if line.strip()]
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            raise DataError(f"{path}:{number}: expected an object with a string field {text_field!r}")
+        texts.append(row[text_field])
+    return texts
+
+
+def _read_parquet(path: Path, text_field: str) -> list[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    table = pq.read_table(path)
+    if text_field not in table.column_names:
+        raise DataError(f"{path}: no column {text_field!r}; columns are {table.column_names}")
+    return [str(t) for t in table.column(text_field).to_pylist() if t]
+
+
+def _read_datasets_dir(path: Path, text_field: str) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path} is a directory; reading a datasets directory needs: pip install datasets") from None
+    try:
+        data = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(f"{path} is not a directory written by datasets.save_to_disk ({exc})") from None
+    if isinstance(data, datasets.DatasetDict):
+        data = data["train"] if "train" in data else next(iter(data.values()))
+    if text_field not in data.column_names:
+        raise DataError(f"{path}: no column {text_field!r}; columns are {data.column_names}")
+    return [str(t) for t in data[text_field] if t]

@@ -31,3 +31,11 @@ class FormatError(RepeUnlearnError, ValueError):
 
 class ConfigError(RepeUnlearnError, ValueError):
     """An invalid option or combination of options."""
+
+
+class DataError(RepeUnlearnError, ValueError):
+    """A corpus or dataset file that is missing, malformed or empty after filtering."""
+
+
+class TrainingError(RepeUnlearnError, RuntimeError):
+    """Training cannot go on, e.g. a loss became NaN or infinite."""

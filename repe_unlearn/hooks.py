@@ -171,6 +171,49 @@ def attach(
     return group
 
 
+@dataclass(frozen=True)
+class LayerCall:
+    """The arguments one decoder layer was called with (hidden states first), to replay it later."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    @property
+    def hidden_states(self) -> Tensor:
+        """The residual stream the layer received."""
+        hidden = self.args[0] if self.args else self.kwargs.get("hidden_states")
+        if not isinstance(hidden, Tensor):
+            raise HookPointError("the captured layer call holds no hidden_states tensor")
+        return hidden
+
+    def with_hidden_states(self, hidden: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``(args, kwargs)`` for calling the layer again on other hidden states."""
+        if self.args:
+            return (hidden, *self.args[1:]), self.kwargs
+        return self.args, {**self.kwargs, "hidden_states": hidden}
+
+
+def capture_calls(model: nn.Module, layers: int | Iterable[int] | None) -> tuple[HookHandle, dict[int, LayerCall]]:
+    """Keep the arguments (masks, position embeddings, ...) each of ``layers`` is called with.
+
+    Replaying a stretch of layers from a cached residual stream needs exactly these, and they differ by
+    architecture and even by layer (Gemma2's sliding-window layers get their own mask).
+    """
+    indices = resolve_layers(model, layers)
+    calls: dict[int, LayerCall] = {}
+    handles = []
+    for layer in indices:
+        module, _ = hook_module(model, layer, "resid_pre")
+
+        def keep(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], layer: int = layer) -> None:
+            calls[layer] = LayerCall(args, dict(kwargs))
+
+        handles.append(module.register_forward_pre_hook(keep, with_kwargs=True))
+    group = HookHandle(model, handles, f"capture_calls of layers {indices}")
+    _ACTIVE.setdefault(model, set()).add(group)
+    return group, calls
+
+
 def _checked(new: Any, old: Tensor, where: str) -> Tensor:
     if not isinstance(new, Tensor) or new.shape != old.shape:
         got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
@@ -187,8 +230,10 @@ __all__ = [
     "HookContext",
     "HookFn",
     "HookHandle",
+    "LayerCall",
     "active_hooks",
     "attach",
+    "capture_calls",
     "last_positions",
     "remove_hooks",
 ]

@@ -46,8 +46,8 @@ def save_tensors(
     return path
 
 
-def load_tensors(path: str | os.PathLike[str], *, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a file written by :func:`save_tensors` whose metadata ``kind`` is ``kind``."""
+def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and raw header metadata of any safetensors file (no pickle involved)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist or is not a file")
@@ -57,6 +57,12 @@ def load_tensors(path: str | os.PathLike[str], *, kind: str) -> tuple[dict[str, 
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError) as exc:
         raise FormatError(f"{path} is not a valid safetensors file ({exc})") from None
+    return tensors, header
+
+
+def load_tensors(path: str | os.PathLike[str], *, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors` whose metadata ``kind`` is ``kind``."""
+    tensors, header = read_safetensors(path)
     try:
         metadata = json.loads(header[_META_KEY])
     except (KeyError, json.JSONDecodeError):

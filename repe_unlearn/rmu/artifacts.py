@@ -1,0 +1,136 @@
+"""What RMU leaves on disk: the model (``save_pretrained``), the delta, the control vectors, the config.
+
+The delta holds only the updated tensors plus a fingerprint of the base model's values of those tensors,
+so ``apply_delta`` can refuse a base it was not made from. Outputs are written to a temporary directory
+beside the target and moved into place at the end: an interrupted run leaves nothing half-written.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import FormatError
+from ..io import load_tensors, save_tensors
+from .targets import save_directions
+from .trainer import RMUResult
+
+_KIND = "rmu_delta"
+
+
+def base_fingerprint(tensors: Mapping[str, Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors``."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_delta(path: str | os.PathLike[str], model: nn.Module, result: RMUResult, *, overwrite: bool = False) -> None:
+    """Write the updated tensors of ``model`` with the fingerprint of their values before RMU."""
+    params = dict(model.named_parameters())
+    tensors = {name: params[name] for name in result.parameter_names}
+    meta = {
+        "kind": _KIND,
+        "base_fingerprint": base_fingerprint(result.original),
+        "parameter_names": result.parameter_names,
+        "model_type": str(getattr(getattr(model, "config", None), "model_type", "")),
+        "config": result.config.to_dict(),
+    }
+    save_tensors(path, tensors, meta, overwrite=overwrite)
+
+
+def load_delta(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and metadata of a delta file."""
+    return load_tensors(path, kind=_KIND)
+
+
+def apply_delta(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
+    """Copy a delta's tensors into ``model`` after checking it is the base the delta was made from."""
+    tensors, meta = load_delta(path)
+    params = dict(model.named_parameters())
+    missing = [name for name in tensors if name not in params]
+    if missing:
+        raise FormatError(f"{path}: the base model has no parameters {missing}; is it the right architecture?")
+    base = {name: params[name] for name in tensors}
+    if base_fingerprint(base) != meta["base_fingerprint"]:
+        raise FormatError(
+            f"{path} was made from another base model: the fingerprint of {sorted(tensors)} does not match"
+        )
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value.to(device=params[name].device, dtype=params[name].dtype))
+    return sorted(tensors)
+
+
+def _summary(result: RMUResult, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    last = result.history[-1].to_dict() if result.history else None
+    return {
+        "config": result.config.to_dict(),
+        "parameter_names": result.parameter_names,
+        "steering_coeff_used": result.coefficients,
+        "frozen_norm_at_layer": result.frozen_norms,
+        "steps": len(result.history),
+        "last_step": last,
+        **(extra or {}),
+    }
+
+
+def prepare_output(out: Path, *, overwrite: bool) -> None:
+    """Refuse an existing non-empty output directory unless ``overwrite``."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"directory {out.parent} does not exist; create it first")
+
+
+def write_atomically(out: str | os.PathLike[str], fill: Any, *, overwrite: bool = False) -> Path:
+    """Call ``fill(tmp_dir)`` and move the directory to ``out`` only when it returns."""
+    out = Path(out)
+    prepare_output(out, overwrite=overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def save_unlearned(
+    out: str | os.PathLike[str],
+    model: nn.Module,
+    tokenizer: Any,
+    result: RMUResult,
+    *,
+    overwrite: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the unlearned model directory: model + tokenizer, ``rmu_delta.safetensors``,
+    ``control_vectors.safetensors`` (the ``--control-vectors`` format) and ``rmu_config.json``."""
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)  # type: ignore[operator]
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        save_delta(tmp / "rmu_delta.safetensors", model, result)
+        save_directions(tmp / "control_vectors.safetensors", result.directions)
+        (tmp / "rmu_config.json").write_text(json.dumps(_summary(result, extra), indent=2) + "\n")
+
+    return write_atomically(out, fill, overwrite=overwrite)

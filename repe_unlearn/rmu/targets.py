@@ -1,0 +1,60 @@
+"""RMU's misdirection targets: one unit direction u per forget corpus (the target is c·u).
+
+Random by default (uniform on [0,1)^d from a seeded generator, normalised, as in the published code),
+or given: a safetensors file with keys "0", "1", ... (one d_model vector per forget corpus), or any
+:class:`~repe_unlearn.ControlVector`, whose direction at the steered layer becomes the target, which is how
+RMU composes with steering.
+"""
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import FormatError, ShapeError
+from ..io import read_safetensors, save_tensors
+from ..vectors import ControlVector
+
+
+def random_directions(n_topics: int, d_model: int, seed: int) -> Tensor:
+    """``[n_topics, d_model]`` unit vectors, each drawn uniform on [0,1)^d; the same seed gives the same vectors."""
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.rand(n_topics, d_model, generator=generator)
+    return u / u.norm(dim=1, keepdim=True)
+
+
+def _unit(vector: Tensor, what: str, d_model: int) -> Tensor:
+    if vector.ndim != 1 or vector.shape[0] != d_model:
+        raise ShapeError(f"{what} has shape {tuple(vector.shape)}; expected a vector of size d_model={d_model}")
+    norm = vector.float().norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise ShapeError(f"{what} has norm {float(norm)}; it must be a finite non-zero vector")
+    return vector.float() / norm
+
+
+def directions_from(vectors: Sequence[ControlVector | Tensor], layer: int, d_model: int) -> Tensor:
+    """Targets from tensors or ControlVectors (their direction at ``layer``), normalised to unit length."""
+    rows = []
+    for topic, vector in enumerate(vectors):
+        if isinstance(vector, ControlVector):
+            if layer not in vector.directions:
+                raise ShapeError(f"control vector {topic} has no direction at the steered layer {layer}")
+            vector = vector[layer]
+        rows.append(_unit(vector, f"control vector {topic}", d_model))
+    return torch.stack(rows)
+
+
+def load_directions(path: str | os.PathLike[str], n_topics: int, d_model: int) -> Tensor:
+    """Read ``--control-vectors FILE``: keys "0".."T-1", one vector of size d_model per forget corpus."""
+    tensors, _ = read_safetensors(path)
+    expected = [str(i) for i in range(n_topics)]
+    if sorted(tensors) != sorted(expected):
+        raise FormatError(f"{path} holds keys {sorted(tensors)}; expected {expected} (one vector per forget corpus)")
+    return torch.stack([_unit(tensors[key], f"{path}[{key!r}]", d_model) for key in expected])
+
+
+def save_directions(path: str | os.PathLike[str], directions: Tensor, *, overwrite: bool = False) -> None:
+    """Write targets in the ``--control-vectors`` format (keys "0", "1", ...)."""
+    tensors = {str(i): row for i, row in enumerate(directions)}
+    save_tensors(path, tensors, {"kind": "rmu_control_vectors"}, overwrite=overwrite)

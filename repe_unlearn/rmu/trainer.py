@@ -1,0 +1,331 @@
+"""The RMU optimizer: only the selected tensors train; no second model; forward passes stop at layer ℓ.
+
+Per step, for topic t = step mod T and batch b = step div T:
+
+    forget_loss = MSE(h_ℓ(x_forget), c_t · u_t)
+    retain_loss = α_t · MSE(h_ℓ(x_retain), h_ℓ^frozen(x_retain))
+
+and one AdamW step (eps 1e-6, no weight decay) on the selected tensors. The frozen activations come from
+replaying only layers first_update..ℓ with frozen copies of the selected tensors swapped in, starting from
+the residual stream the updated pass already computed below the first updated layer (those layers never
+change, so the prefix is shared). By default both losses average over non-pad positions only;
+``reference_mode`` averages over every position, padding included, as the published code does.
+"""
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from ..cache import collect
+from ..data import pad_id, tokenize_batches
+from ..errors import ConfigError, DataError, TrainingError
+from ..hooks import _unpack, capture_calls
+from ..models import d_model, decoder_layers, find_layers_path, mlp_down_proj, n_layers, parameter_name
+from ..vectors import ControlVector
+from .config import RMUConfig
+from .targets import directions_from, random_directions
+
+Batch = Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """What one step did (``retain_loss`` is after α)."""
+
+    step: int
+    topic: int
+    forget_loss: float
+    retain_loss: float
+    loss: float
+    step_seconds: float
+    forget_norm: float  # mean per-token norm of the updated h_ℓ on the forget batch
+    retain_norm: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class RMUResult:
+    """The outcome of :func:`unlearn`: what was trained, towards what, and how the losses went."""
+
+    config: RMUConfig
+    parameter_names: list[str]
+    directions: Tensor  # [topic d_model] unit vectors u_t
+    coefficients: list[float]  # c_t actually used
+    frozen_norms: list[float]  # mean per-token norm of the frozen h_ℓ on each topic's first forget batch
+    history: list[StepLog] = field(default_factory=list)
+    original: dict[str, Tensor] = field(default_factory=dict, repr=False)  # the selected tensors before
+
+    def __repr__(self) -> str:
+        last = self.history[-1] if self.history else None
+        losses = f", last forget {last.forget_loss:.4g}, retain {last.retain_loss:.4g}" if last else ""
+        coeffs = ", ".join(f"{c:.4g}" for c in self.coefficients)
+        return f"RMUResult({len(self.history)} steps, layer {self.config.layer}, c=[{coeffs}]{losses})"
+
+
+def parameter_names(model: nn.Module, config: RMUConfig) -> list[str]:
+    """Full names of the tensors RMU updates, by name (never by position)."""
+    if config.layer >= n_layers(model):
+        raise ConfigError(f"layer {config.layer} is out of range: the model has {n_layers(model)} layers")
+    names = dict(model.named_parameters())
+    chosen = []
+    for layer in config.layers_to_update:
+        if config.param_template is None:
+            name = parameter_name(model, mlp_down_proj(model, layer))
+        else:
+            name = config.param_template.format(layer=layer)
+        if name not in names:
+            close = [n for n in names if f".{layer}." in n][:6]
+            raise ConfigError(f"the model has no parameter {name!r}; parameters of layer {layer} include {close}")
+        chosen.append(name)
+    return chosen
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean squared error over the positions where ``mask`` is 1 (all positions when ``mask`` is None)."""
+    squared = (pred - target).square()
+    if mask is None:
+        return squared.mean()
+    keep = mask.to(device=pred.device, dtype=pred.dtype)[..., None]
+    return (squared * keep).sum() / (keep.sum() * pred.shape[-1]).clamp(min=1)
+
+
+def token_norm(acts: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean per-token L2 norm over the positions where ``mask`` is 1."""
+    norms = acts.detach().float().norm(dim=-1)
+    if mask is None:
+        return norms.mean()
+    keep = mask.to(device=norms.device, dtype=norms.dtype)
+    return (norms * keep).sum() / keep.sum().clamp(min=1)
+
+
+def make_batches(texts: Sequence[str], config: RMUConfig, *, name: str, shuffle_seed: int = 0) -> list[list[str]]:
+    """Consecutive batches of ``batch_size`` texts, texts shorter than ``min_len`` characters dropped."""
+    kept = [t for t in texts if len(t) >= config.min_len]
+    if not kept:
+        raise DataError(f"{name} has no text of at least {config.min_len} characters")
+    if config.shuffle:
+        random.Random(config.seed + shuffle_seed).shuffle(kept)
+    return [kept[i : i + config.batch_size] for i in range(0, len(kept), config.batch_size)]
+
+
+def schedule(n_topics: int, lengths: Sequence[int], max_batches: int) -> list[tuple[int, int]]:
+    """``(topic, batch)`` for each step: topic = step mod T, batch = step div T, as in the published loop."""
+    n_steps = min(max_batches, *lengths)
+    return [(step % n_topics, step // n_topics) for step in range(n_steps)]
+
+
+class _FrozenReplay:
+    """Computes the frozen model's h_ℓ from a captured pass without a second model."""
+
+    def __init__(self, model: nn.Module, names: list[str], first: int, layer: int) -> None:
+        self.layers = decoder_layers(model)
+        self.first, self.layer = first, layer
+        prefix = find_layers_path(model)
+        params = dict(model.named_parameters())
+        self.frozen: dict[int, dict[str, Tensor]] = {}
+        for name in names:
+            index_str, _, local = name.removeprefix(prefix + ".").partition(".")
+            if not name.startswith(prefix + ".") or not index_str.isdigit():
+                raise ConfigError(f"{name} is not a parameter of a decoder layer ({prefix}.<i>.<name>)")
+            index = int(index_str)
+            if not first <= index <= layer:
+                raise ConfigError(f"{name} lies in layer {index}, outside the updated range {first}..{layer}")
+            self.frozen.setdefault(index, {})[local] = params[name].detach().clone()
+
+    def __call__(self, calls: Mapping[int, Any]) -> Tensor:
+        hidden = calls[self.first].hidden_states
+        for index in range(self.first, self.layer + 1):
+            args, kwargs = calls[index].with_hidden_states(hidden)
+            if index in self.frozen:
+                out = functional_call(self.layers[index], self.frozen[index], args, kwargs)
+            else:
+                out = self.layers[index](*args, **kwargs)
+            hidden = _unpack(out, f"decoder layer {index}")[0]
+        return hidden
+
+
+def train(
+    model: nn.Module,
+    forget: Sequence[Sequence[Batch]],
+    retain: Sequence[Sequence[Batch]],
+    config: RMUConfig,
+    *,
+    directions: Tensor | None = None,
+    progress: bool = True,
+    on_step: Callable[[StepLog], None] | None = None,
+) -> RMUResult:
+    """Run RMU on tokenized batches (one list per forget corpus and its retain corpus); edits ``model``.
+
+    On failure (a NaN or infinite loss, an interrupt) the selected tensors are restored, so the model is
+    left as it was.
+    """
+    n_topics = len(forget)
+    if n_topics == 0 or len(retain) != n_topics:
+        raise ConfigError(f"need one retain corpus per forget corpus, got {n_topics} forget and {len(retain)} retain")
+    names = parameter_names(model, config)
+    params = dict(model.named_parameters())
+    selected = {name: params[name] for name in names}
+    width = d_model(model)
+    layer, first = config.layer, min(config.layers_to_update)
+    if directions is None:
+        directions = random_directions(n_topics, width, config.seed)
+    if directions.shape != (n_topics, width):
+        raise ConfigError(f"directions have shape {tuple(directions.shape)}; expected ({n_topics}, {width})")
+    alphas = config.per_topic("alpha", n_topics)
+    steps = schedule(n_topics, [len(b) for b in [*forget, *retain]], config.max_batches)
+
+    frozen_norms = []
+    with torch.no_grad():
+        for topic in range(n_topics):
+            batch = forget[topic][0]
+            acts = collect(model, batch, layer)[layer]
+            frozen_norms.append(float(token_norm(acts, _mask(batch, config))))
+    if config.adaptive_coeff is not None:
+        coefficients = [config.adaptive_coeff * norm for norm in frozen_norms]
+    else:
+        coefficients = config.per_topic("steering_coeff", n_topics)
+
+    original = {name: p.detach().clone() for name, p in selected.items()}
+    result = RMUResult(config, names, directions.clone(), coefficients, frozen_norms, original=original)
+    replay = _FrozenReplay(model, names, first, layer)
+    flags = {name: p.requires_grad for name, p in params.items()}
+    was_training = model.training
+    device = next(iter(selected.values())).device
+    dtype = next(iter(selected.values())).dtype
+    targets = [(c * u).to(device=device, dtype=dtype) for c, u in zip(coefficients, directions, strict=True)]
+    try:
+        model.eval()  # dropout off: RMU compares activations, which must not be noisy
+        for p in params.values():
+            p.requires_grad_(False)
+        for p in selected.values():
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(list(selected.values()), lr=config.lr, eps=1e-6, weight_decay=0.0)
+        bar = tqdm(steps, desc="RMU", disable=not progress, unit="step")
+        for step, (topic, index) in enumerate(bar):
+            start = time.perf_counter()
+            forget_batch, retain_batch = forget[topic][index], retain[topic][index]
+            h_forget = collect(model, forget_batch, layer, keep_graph=True)[layer]
+            forget_loss = masked_mse(h_forget, targets[topic], _mask(forget_batch, config))
+
+            handle, calls = capture_calls(model, range(first, layer + 1))
+            with handle:
+                h_retain = collect(model, retain_batch, layer, keep_graph=True)[layer]
+            with torch.no_grad():
+                h_frozen = replay(calls)
+            retain_loss = alphas[topic] * masked_mse(h_retain, h_frozen, _mask(retain_batch, config))
+
+            loss = forget_loss + retain_loss
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {float(loss.detach())} at step {step} (forget {float(forget_loss.detach()):.4g}, "
+                    f"retain {float(retain_loss.detach()):.4g}); lower the learning rate, the steering coefficient "
+                    "or alpha"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            log = StepLog(
+                step=step,
+                topic=topic,
+                forget_loss=float(forget_loss.detach()),
+                retain_loss=float(retain_loss.detach()),
+                loss=float(loss.detach()),
+                step_seconds=time.perf_counter() - start,
+                forget_norm=float(token_norm(h_forget, _mask(forget_batch, config))),
+                retain_norm=float(token_norm(h_retain, _mask(retain_batch, config))),
+            )
+            result.history.append(log)
+            bar.set_postfix(forget=f"{log.forget_loss:.3g}", retain=f"{log.retain_loss:.3g}")
+            if on_step is not None:
+                on_step(log)
+    except BaseException:
+        with torch.no_grad():
+            for name, p in selected.items():
+                p.copy_(original[name])
+        raise
+    finally:
+        for name, p in params.items():
+            p.requires_grad_(flags[name])
+        model.train(was_training)
+    return result
+
+
+def _mask(batch: Batch, config: RMUConfig) -> Tensor | None:
+    return None if config.reference_mode else batch.get("attention_mask")
+
+
+class TokenizedBatches(Sequence[dict[str, Tensor]]):
+    """Batches of texts tokenized on access (only the batches a run uses are ever tokenized).
+
+    Right padding by default; left padding with EOS as the pad token in reference mode, as published.
+    """
+
+    def __init__(self, tokenizer: Any, batches: Sequence[Sequence[str]], config: RMUConfig, device: torch.device):
+        self.tokenizer, self.batches, self.config, self.device = tokenizer, batches, config, device
+        self.side: Literal["left", "right"] = "left" if config.reference_mode else "right"
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.pad = eos if config.reference_mode and isinstance(eos, int) else pad_id(tokenizer)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:  # type: ignore[override]
+        texts = self.batches[index]
+        encoded = tokenize_batches(
+            self.tokenizer,
+            texts,
+            len(texts),
+            max_length=self.config.max_length,
+            padding_side=self.side,
+            pad_token_id=self.pad,
+            device=self.device,
+        )
+        return next(encoded)
+
+
+def unlearn(
+    model: nn.Module,
+    tokenizer: Any,
+    forget: Sequence[Sequence[str]],
+    retain: Sequence[Sequence[str]],
+    config: RMUConfig | None = None,
+    *,
+    control_vectors: Sequence[ControlVector | Tensor] | Tensor | None = None,
+    forget_names: Sequence[str] | None = None,
+    retain_names: Sequence[str] | None = None,
+    progress: bool = True,
+    on_step: Callable[[StepLog], None] | None = None,
+) -> RMUResult:
+    """RMU on texts: one list of documents per forget corpus, and one retain list per forget corpus.
+
+    ``control_vectors``: one unit direction per forget corpus (tensors, ``ControlVector`` s whose direction
+    at ``config.layer`` is used, or a ``[T, d_model]`` tensor); random and seeded when omitted.
+    """
+    config = config or RMUConfig()
+    if len(forget) != len(retain):
+        raise ConfigError(f"need one retain corpus per forget corpus, got {len(forget)} and {len(retain)}")
+    f_names = forget_names or [f"forget corpus {i}" for i in range(len(forget))]
+    r_names = retain_names or [f"retain corpus {i}" for i in range(len(retain))]
+    forget_batches = [make_batches(t, config, name=f_names[i], shuffle_seed=i) for i, t in enumerate(forget)]
+    retain_batches = [make_batches(t, config, name=r_names[i], shuffle_seed=1000 + i) for i, t in enumerate(retain)]
+    device = next(model.parameters()).device
+    forget_tok = [TokenizedBatches(tokenizer, b, config, device) for b in forget_batches]
+    retain_tok = [TokenizedBatches(tokenizer, b, config, device) for b in retain_batches]
+    directions = None
+    if control_vectors is not None:
+        if isinstance(control_vectors, Tensor):
+            control_vectors = list(control_vectors)
+        if len(control_vectors) != len(forget):
+            raise ConfigError(f"{len(control_vectors)} control vectors for {len(forget)} forget corpora")
+        directions = directions_from(control_vectors, config.layer, d_model(model))
+    return train(model, forget_tok, retain_tok, config, directions=directions, progress=progress, on_step=on_step)

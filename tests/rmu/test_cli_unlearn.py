@@ -1,0 +1,185 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_model
+from safetensors.torch import save_file
+from test_trainer import FORGET, RETAIN
+
+from repe_unlearn.cli import main
+
+FAST = ["--layer", "2", "--lr", "0.01", "--batch-size", "4", "--max-batches", "4", "--max-length", "16"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, tokenizer: object) -> Path:
+    model = make_model("llama")
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")  # type: ignore[attr-defined]
+    (tmp_path / "forget.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in FORGET))
+    (tmp_path / "retain.txt").write_text("\n".join(RETAIN) + "\n")
+    return tmp_path
+
+
+def run(workdir: Path, *extra: str) -> int:
+    argv = [
+        "unlearn",
+        "--model",
+        str(workdir / "base"),
+        "--forget",
+        str(workdir / "forget.jsonl"),
+        "--retain",
+        str(workdir / "retain.txt"),
+        *FAST,
+        *extra,
+    ]
+    return main(argv)
+
+
+def test_unlearn_writes_a_loadable_model_delta_and_log(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = workdir / "out"
+    assert run(workdir, "--out", str(out), "--log-jsonl", str(workdir / "log.jsonl"), "--adaptive-coeff", "2") == 0
+    printed = capsys.readouterr().out
+    assert "RMU: 4 steps" in printed and "steering coefficient c:" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "rmu_delta.safetensors",
+        "control_vectors.safetensors",
+        "rmu_config.json",
+        "tokenizer.json",
+    } <= names
+    summary = json.loads((out / "rmu_config.json").read_text())
+    assert summary["config"]["adaptive_coeff"] == 2.0 and summary["steps"] == 4
+    assert summary["steering_coeff_used"][0] == pytest.approx(2 * summary["frozen_norm_at_layer"][0])
+    lines = [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [0, 1, 2, 3]
+    assert {"forget_loss", "retain_loss", "loss", "step_seconds", "forget_norm", "retain_norm", "topic"} <= set(
+        lines[0]
+    )
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".out")]  # no temporary leftovers
+
+    # apply-delta on the base rebuilds the same weights
+    assert (
+        main(
+            [
+                "apply-delta",
+                "--base",
+                str(workdir / "base"),
+                "--delta",
+                str(out / "rmu_delta.safetensors"),
+                "--out",
+                str(workdir / "rebuilt"),
+            ]
+        )
+        == 0
+    )
+    from transformers import AutoModelForCausalLM
+
+    unlearned = AutoModelForCausalLM.from_pretrained(out)
+    rebuilt = AutoModelForCausalLM.from_pretrained(workdir / "rebuilt")
+    for (name, a), (_, b) in zip(unlearned.named_parameters(), rebuilt.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+    # ... and refuses a base it was not made from
+    assert (
+        main(
+            [
+                "apply-delta",
+                "--base",
+                str(out),
+                "--delta",
+                str(out / "rmu_delta.safetensors"),
+                "--out",
+                str(workdir / "wrong"),
+            ]
+        )
+        == 2
+    )
+    assert "was made from another base model" in capsys.readouterr().err
+    assert not (workdir / "wrong").exists()
+
+
+def test_given_control_vectors_are_used(workdir: Path) -> None:
+    vectors = workdir / "cv.safetensors"
+    save_file({"0": torch.ones(32)}, str(vectors))
+    assert run(workdir, "--out", str(workdir / "out"), "--control-vectors", str(vectors)) == 0
+    from repe_unlearn.rmu import load_directions
+
+    used = load_directions(workdir / "out" / "control_vectors.safetensors", 1, 32)
+    assert torch.allclose(used[0], torch.ones(32) / 32**0.5)
+
+
+def test_explicit_flags_override_the_preset(workdir: Path) -> None:
+    assert (
+        run(
+            workdir,
+            "--out",
+            str(workdir / "out"),
+            "--preset",
+            "wmdp-zephyr",
+            "--update-layers",
+            "1,2",
+            "--steering-coeff",
+            "3",
+        )
+        == 0
+    )
+    config = json.loads((workdir / "out" / "rmu_config.json").read_text())["config"]
+    assert config["layer"] == 2 and config["update_layers"] == [1, 2] and config["steering_coeff"] == [3.0]
+    assert config["alpha"] == [1200.0] and config["reference_mode"] is True
+
+
+def bad_jsonl(p: Path) -> list[str]:
+    (p / "bad.jsonl").write_text('{"text": "fine text here"}\n{"text": 3}\n')
+    return ["--forget", str(p / "bad.jsonl")]
+
+
+def wrong_size_vectors(p: Path) -> list[str]:
+    save_file({"0": torch.ones(8)}, str(p / "cv.safetensors"))
+    return ["--control-vectors", str(p / "cv.safetensors")]
+
+
+def junk_vectors(p: Path) -> list[str]:
+    (p / "cv.safetensors").write_bytes(b"junk")
+    return ["--control-vectors", str(p / "cv.safetensors")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (lambda p: ["--model", str(p / "nowhere")], "not a HuggingFace model directory"),
+        (lambda p: ["--forget", str(p / "missing.jsonl")], "missing.jsonl does not exist"),
+        (bad_jsonl, "bad.jsonl:2: expected an object with a string field 'text'"),
+        (lambda p: ["--layer", "9"], "layer 9 is out of range"),
+        (lambda p: ["--update-layers", "1,3"], r"update layers [3] are invalid"),
+        (lambda p: ["--steering-coeff", "1,2"], "2 values of steering_coeff for 1 forget corpora"),
+        (wrong_size_vectors, "expected a vector of size d_model=32"),
+        (junk_vectors, "not a valid safetensors file"),
+        (lambda p: ["--min-len", "5000"], "has no text of at least 5000 characters"),
+        (lambda p: ["--lr", "1e20"], "loss became"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str], extra, message: str
+) -> None:
+    out = workdir / "out"
+    assert run(workdir, "--out", str(out), *extra(workdir)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("repe-unlearn: error: ") and message in errors[0], err
+    assert err.endswith(errors[0] + "\n") and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_existing_output_is_refused_unless_overwrite(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = workdir / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert run(workdir, "--out", str(out)) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert run(workdir, "--out", str(out), "--overwrite") == 0
+    assert not (out / "precious.txt").exists() and (out / "rmu_delta.safetensors").exists()

@@ -1,0 +1,175 @@
+import copy
+
+import pytest
+import torch
+from conftest import make_model
+from torch import Tensor, nn
+
+import repe_unlearn as ru
+from repe_unlearn import rmu
+from repe_unlearn.hooks import capture_calls
+
+FORGET = [f"the virus {i} spreads" + " through water" * (i % 3) + f" and grows in broth {i % 7}" for i in range(24)]
+RETAIN = [f"the town {i} has a river" + " and a bridge" * (i % 4) + f" and a market on day {i % 5}" for i in range(24)]
+
+
+def config(**overrides: object) -> rmu.RMUConfig:
+    base: dict[str, object] = {
+        "layer": 2,
+        "steering_coeff": (5.0,),
+        "alpha": (10.0,),
+        "lr": 1e-2,
+        "batch_size": 4,
+        "max_batches": 6,
+        "max_length": 16,
+    }
+    return rmu.RMUConfig(**{**base, **overrides})
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_only_the_selected_tensors_change(arch: str, tokenizer: object) -> None:
+    model = make_model(arch)
+    before = snapshot(model)
+    result = rmu.unlearn(model, tokenizer, [FORGET], [RETAIN], config(), progress=False)
+    after = snapshot(model)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == set(result.parameter_names)
+    assert len(result.parameter_names) == 3 and all(".mlp." in n for n in result.parameter_names)
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_retain_loss_is_exactly_zero_before_the_first_update(arch: str, tokenizer: object) -> None:
+    """The frozen replay (shared prefix + frozen copies) reproduces the untouched model bit for bit."""
+    model = make_model(arch)
+    result = rmu.unlearn(model, tokenizer, [FORGET], [RETAIN], config(max_batches=1), progress=False)
+    assert result.history[0].retain_loss == 0.0
+
+
+def test_frozen_replay_equals_a_full_frozen_copy(tokenizer: object) -> None:
+    model = make_model("gemma2")  # sliding-window layers get their own mask: replay must reuse each layer's
+    frozen = copy.deepcopy(model)
+    rmu.unlearn(model, tokenizer, [FORGET], [RETAIN], config(), progress=False)
+    batch = next(ru.tokenize_batches(tokenizer, RETAIN[:4], 4))
+    handle, calls = capture_calls(model, range(0, 3))
+    with handle:
+        ru.collect(model, batch, 2)
+    replay = rmu.trainer._FrozenReplay(model, [], 0, 2)
+    replay.frozen = {i: {"mlp.down_proj.weight": ru.mlp_down_proj(frozen, i).weight.detach()} for i in range(3)}
+    with torch.no_grad():
+        assert torch.equal(replay(calls), ru.collect(frozen, batch, 2)[2])
+
+
+def test_forget_loss_falls_and_retain_stays_small(tokenizer: object) -> None:
+    model = make_model("llama")
+    cfg = config(max_batches=20, lr=0.1)
+    result = rmu.unlearn(model, tokenizer, [FORGET * 4], [RETAIN * 4], cfg, progress=False)
+    first, last = result.history[0], result.history[-1]
+    assert last.forget_loss < 0.25 * first.forget_loss
+    assert max(log.retain_loss for log in result.history) < 0.1 * first.forget_loss
+    assert last.forget_norm > first.forget_norm
+
+
+def test_reference_mode_matches_the_published_loop(tokenizer: object) -> None:
+    cfg = config(reference_mode=True, max_batches=5, lr=5e-3, max_length=64)
+    ours, theirs = make_model("llama"), make_model("llama")
+    result = rmu.unlearn(ours, tokenizer, [FORGET, FORGET[::-1]], [RETAIN, RETAIN[::-1]], cfg, progress=False)
+    batches_f = [rmu.make_batches(t, cfg, name="f") for t in (FORGET, FORGET[::-1])]
+    batches_r = [rmu.make_batches(t, cfg, name="r") for t in (RETAIN, RETAIN[::-1])]
+    device = torch.device("cpu")
+    forget = [list(rmu.trainer.TokenizedBatches(tokenizer, b, cfg, device)) for b in batches_f]
+    retain = [list(rmu.trainer.TokenizedBatches(tokenizer, b, cfg, device)) for b in batches_r]
+    assert forget[0][0]["input_ids"][:, 0].eq(tokenizer.eos_token_id).any()  # left padding with EOS
+    losses = rmu.reference_rmu(
+        theirs, forget, retain, cfg, directions=result.directions, coefficients=result.coefficients
+    )
+    assert len(losses) == len(result.history) == 5
+    for (forget_ref, retain_ref), log in zip(losses, result.history, strict=True):
+        assert log.forget_loss == pytest.approx(forget_ref, rel=1e-3)
+        assert log.retain_loss == pytest.approx(retain_ref, rel=1e-3, abs=1e-7)
+    for name in result.parameter_names:
+        torch.testing.assert_close(dict(ours.named_parameters())[name], dict(theirs.named_parameters())[name])
+
+
+def test_padding_is_masked_by_default(tokenizer: object) -> None:
+    acts = torch.randn(2, 5, 4)
+    target = torch.randn(4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    expected = torch.cat([(acts[0, :3] - target).square().flatten(), (acts[1] - target).square().flatten()]).mean()
+    torch.testing.assert_close(rmu.masked_mse(acts, target, mask), expected)
+    assert torch.equal(rmu.masked_mse(acts, target, None), (acts - target).square().mean())
+
+
+def test_control_vectors_are_deterministic_per_seed() -> None:
+    a, b, c = (rmu.random_directions(2, 32, seed) for seed in (42, 42, 43))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.allclose(a.norm(dim=1), torch.ones(2)) and bool((a >= 0).all())
+
+
+def test_adaptive_coefficient_follows_the_measured_norm(tokenizer: object) -> None:
+    model = make_model("llama")
+    batch = next(ru.tokenize_batches(tokenizer, FORGET[:4], 4, max_length=16))
+    acts = ru.collect(model, batch, 2)[2]
+    norm = float(acts.norm(dim=-1)[batch["attention_mask"].bool()].mean())
+    result = rmu.unlearn(
+        model, tokenizer, [FORGET], [RETAIN], config(adaptive_coeff=3.0, max_batches=1), progress=False
+    )
+    assert result.frozen_norms[0] == pytest.approx(norm, rel=1e-5)
+    assert result.coefficients[0] == pytest.approx(3.0 * norm, rel=1e-5)
+
+
+def test_a_control_vector_can_be_the_target(tokenizer: object) -> None:
+    model = make_model("llama")
+    direction = torch.zeros(32)
+    direction[3] = 2.0
+    steer = ru.ControlVector({2: direction})
+    result = rmu.unlearn(
+        model, tokenizer, [FORGET], [RETAIN], config(max_batches=2), control_vectors=[steer], progress=False
+    )
+    assert torch.equal(result.directions[0], direction / 2.0)
+
+
+def test_schedule_interleaves_topics() -> None:
+    assert rmu.schedule(2, [3, 5, 4, 9], 10) == [(0, 0), (1, 0), (0, 1)]
+    assert rmu.schedule(1, [10, 10], 4) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+
+
+def test_nan_stops_and_restores_the_model(tokenizer: object) -> None:
+    model = make_model("llama")
+    before = snapshot(model)
+    with pytest.raises(ru.TrainingError, match=r"loss became (nan|inf) at step [1-9]"):
+        rmu.unlearn(model, tokenizer, [FORGET], [RETAIN], config(lr=1e20), progress=False)
+    after = snapshot(model)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"update_layers": (1, 3)}, r"update layers \[3\] are invalid.*steered layer 2"),
+        ({"lr": 0.0}, "lr must be a positive number"),
+        ({"steering_coeff": (1.0, 2.0, 3.0)}, "3 values of steering_coeff for 1 forget corpora"),
+        ({"layer": 9, "update_layers": (8, 9)}, "layer 9 is out of range"),
+        ({"param_template": "model.layers.{layer}.mlp.nope.weight"}, "no parameter 'model.layers.0.mlp.nope.weight'"),
+        ({"min_len": 1000}, "forget corpus 0 has no text of at least 1000 characters"),
+    ],
+)
+def test_bad_configuration(tokenizer: object, overrides: dict[str, object], message: str) -> None:
+    with pytest.raises((ru.ConfigError, ru.DataError), match=message):
+        rmu.unlearn(make_model("llama"), tokenizer, [FORGET], [RETAIN], config(**overrides), progress=False)
+
+
+def test_presets_and_overrides() -> None:
+    zephyr = rmu.preset("wmdp-zephyr")
+    assert (zephyr.layer, zephyr.layers_to_update, zephyr.steering_coeff, zephyr.alpha) == (
+        7,
+        (5, 6, 7),
+        (6.5,),
+        (1200.0,),
+    )
+    assert zephyr.reference_mode and zephyr.max_batches == 150
+    assert rmu.preset("wmdp-zephyr", lr=1e-4).lr == 1e-4
+    with pytest.raises(ru.ConfigError, match="unknown preset 'nope'"):
+        rmu.preset("nope")
