@@ -52,9 +52,9 @@ def reference_rmu(
         updated_retain = _forward_with_cache(model, retain_inputs, config.layer, no_grad=False)
         frozen_retain = _forward_with_cache(frozen_model, retain_inputs, config.layer, no_grad=True)
         retain_loss = F.mse_loss(updated_retain, frozen_retain) * alphas[topic]
-        loss: Tensor = unlearn_loss + retain_loss
+        loss = unlearn_loss + retain_loss
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # (torch types it only on some paths)
         optimizer.step()
         losses.append((float(unlearn_loss.detach()), float(retain_loss.detach())))
     return losses
