@@ -8,6 +8,7 @@ Parameters are selected by name here too (the published code picks them by posit
 """
 
 import copy
+import time
 from collections.abc import Sequence
 
 import torch
@@ -33,8 +34,8 @@ def reference_rmu(
     *,
     directions: Tensor,
     coefficients: Sequence[float],
-) -> list[tuple[float, float]]:
-    """Train ``model`` in place the published way; returns ``(forget_loss, retain_loss)`` per step."""
+) -> list[tuple[float, float, float]]:
+    """Train ``model`` in place the published way; returns ``(forget_loss, retain_loss, seconds)`` per step."""
     frozen_model = copy.deepcopy(model).eval()
     model.train()
     params = dict(model.named_parameters())
@@ -46,6 +47,7 @@ def reference_rmu(
     alphas = config.per_topic("alpha", len(forget))
     losses = []
     for topic, index in schedule(len(forget), [len(b) for b in [*forget, *retain]], config.max_batches):
+        start = time.perf_counter()
         updated_forget = _forward_with_cache(model, forget[topic][index], config.layer, no_grad=False)
         unlearn_loss = F.mse_loss(updated_forget, control_vecs[topic].expand_as(updated_forget))
         retain_inputs = retain[topic][index]
@@ -56,5 +58,5 @@ def reference_rmu(
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]  # (torch types it only on some paths)
         optimizer.step()
-        losses.append((float(unlearn_loss.detach()), float(retain_loss.detach())))
+        losses.append((float(unlearn_loss.detach()), float(retain_loss.detach()), time.perf_counter() - start))
     return losses

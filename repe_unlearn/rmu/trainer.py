@@ -5,7 +5,8 @@ Per step, for topic t = step mod T and batch b = step div T:
     forget_loss = MSE(h_ℓ(x_forget), c_t · u_t)
     retain_loss = α_t · MSE(h_ℓ(x_retain), h_ℓ^frozen(x_retain))
 
-and one AdamW step (eps 1e-6, no weight decay) on the selected tensors. The frozen activations come from
+and one AdamW step (eps 1e-6, no weight decay) on the selected tensors (the two losses are backpropagated
+one after the other, so only one graph is alive at a time; the gradients add up to those of the sum). The frozen activations come from
 replaying only layers first_update..ℓ with frozen copies of the selected tensors swapped in, starting from
 the residual stream the updated pass already computed below the first updated layer (those layers never
 change, so the prefix is shared). By default both losses average over non-pad positions only;
@@ -214,8 +215,11 @@ def train(
         for step, (topic, index) in enumerate(bar):
             start = time.perf_counter()
             forget_batch, retain_batch = forget[topic][index], retain[topic][index]
+            optimizer.zero_grad(set_to_none=True)
             h_forget = collect(model, forget_batch, layer, keep_graph=True)[layer]
             forget_loss = masked_mse(h_forget, targets[topic], _mask(forget_batch, config))
+            _check_finite(forget_loss, step, "forget")
+            forget_loss.backward()  # frees the forget graph before the retain pass builds its own
 
             handle, calls = capture_calls(model, range(first, layer + 1))
             with handle:
@@ -223,17 +227,10 @@ def train(
             with torch.no_grad():
                 h_frozen = replay(calls)
             retain_loss = alphas[topic] * masked_mse(h_retain, h_frozen, _mask(retain_batch, config))
-
-            loss = forget_loss + retain_loss
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {float(loss.detach())} at step {step} (forget {float(forget_loss.detach()):.4g}, "
-                    f"retain {float(retain_loss.detach()):.4g}); lower the learning rate, the steering coefficient "
-                    "or alpha"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            _check_finite(retain_loss, step, "retain")
+            retain_loss.backward()
             optimizer.step()
+            loss = forget_loss.detach() + retain_loss.detach()
             log = StepLog(
                 step=step,
                 topic=topic,
@@ -258,6 +255,14 @@ def train(
             p.requires_grad_(flags[name])
         model.train(was_training)
     return result
+
+
+def _check_finite(loss: Tensor, step: int, which: str) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"the {which} loss became {float(loss.detach())} at step {step}; lower the learning rate, "
+            "the steering coefficient or alpha"
+        )
 
 
 def _mask(batch: Batch, config: RMUConfig) -> Tensor | None:
