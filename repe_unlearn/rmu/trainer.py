@@ -5,11 +5,12 @@ Per step, for topic t = step mod T and batch b = step div T:
     forget_loss = MSE(h_ℓ(x_forget), c_t · u_t)
     retain_loss = α_t · MSE(h_ℓ(x_retain), h_ℓ^frozen(x_retain))
 
-and one AdamW step (eps 1e-6, no weight decay) on the selected tensors (the two losses are backpropagated
-one after the other, so only one graph is alive at a time; the gradients add up to those of the sum). The frozen activations come from
-replaying only layers first_update..ℓ with frozen copies of the selected tensors swapped in, starting from
-the residual stream the updated pass already computed below the first updated layer (those layers never
-change, so the prefix is shared). By default both losses average over non-pad positions only;
+and one AdamW step (eps 1e-6, no weight decay) on the selected tensors. The two losses are backpropagated
+one after the other, so only one graph is alive at a time; the gradients add up to those of the sum.
+
+The frozen activations come from replaying only layers first_update..ℓ with frozen copies of the selected
+tensors swapped in, starting from the residual stream the updated pass already computed below the first
+updated layer (those layers never change, so the prefix is shared). By default both losses average over non-pad positions only;
 ``reference_mode`` averages over every position, padding included, as the published code does.
 """
 
@@ -226,7 +227,7 @@ def train(
                 h_retain = collect(model, retain_batch, layer, keep_graph=True)[layer]
             with torch.no_grad():
                 h_frozen = replay(calls)
-            retain_loss = alphas[topic] * masked_mse(h_retain, h_frozen, _mask(retain_batch, config))
+            retain_loss: Tensor = masked_mse(h_retain, h_frozen, _mask(retain_batch, config)) * alphas[topic]
             _check_finite(retain_loss, step, "retain")
             retain_loss.backward()
             optimizer.step()
