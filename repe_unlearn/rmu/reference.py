@@ -56,7 +56,7 @@ def reference_rmu(
         retain_loss = F.mse_loss(updated_retain, frozen_retain) * alphas[topic]
         loss = unlearn_loss + retain_loss
         optimizer.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]  # (torch types it only on some paths)
+        loss.backward()
         optimizer.step()
         losses.append((float(unlearn_loss.detach()), float(retain_loss.detach()), time.perf_counter() - start))
     return losses

@@ -10,8 +10,8 @@ one after the other, so only one graph is alive at a time; the gradients add up 
 
 The frozen activations come from replaying only layers first_update..ℓ with frozen copies of the selected
 tensors swapped in, starting from the residual stream the updated pass already computed below the first
-updated layer (those layers never change, so the prefix is shared). By default both losses average over non-pad positions only;
-``reference_mode`` averages over every position, padding included, as the published code does.
+updated layer (those layers never change, so the prefix is shared). By default both losses average over
+non-pad positions only; ``reference_mode`` averages over every position, padding included, as the published code does.
 """
 
 import random
