@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError, FormatError, RepeUnlearnError
+from .errors import ConfigError, RepeUnlearnError
 
 EXIT_USAGE = 2
 DTYPES = ("float32", "bfloat16", "float16")
@@ -34,7 +34,8 @@ def _load_model(
     from transformers import AutoModelForCausalLM
 
     transformers.utils.logging.disable_progress_bar()  # one bar per weight file is noise next to ours
-    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    # safetensors weights only: a pickled pytorch_model.bin is never loaded
+    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype)
     if device == "auto":
@@ -91,16 +92,23 @@ def _inspect_model(path: str) -> dict[str, object]:
 
 def _inspect_file(path: str) -> dict[str, object]:
     from .cache import ActivationCache
+    from .io import read_safetensors
     from .vectors import ControlVector
 
+    tensors, header = read_safetensors(path)
     try:
-        vector = ControlVector.load(path)
-        return {"control_vector": repr(vector), "layers": vector.layers, "metadata": vector.metadata}
-    except FormatError as not_vector:
-        if "holds a 'activation_cache'" not in str(not_vector):
-            raise
-    cache = ActivationCache.load(path)
-    return {"activation_cache": repr(cache), "layers": cache.layers, "metadata": cache.metadata}
+        meta = json.loads(header.get("repe_unlearn", "{}"))
+    except json.JSONDecodeError:
+        meta = {}
+    kind = meta.get("kind", "safetensors file (not written by repe_unlearn)")
+    info: dict[str, object] = {"kind": kind}
+    if kind == "control_vector":
+        info["summary"] = repr(ControlVector.load(path))
+    elif kind == "activation_cache":
+        info["summary"] = repr(ActivationCache.load(path))
+    info["tensors"] = {name: f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}" for name, t in tensors.items()}
+    info["metadata"] = {k: v for k, v in meta.items() if k != "kind"}
+    return info
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -29,11 +29,14 @@ def test_inspect_saved_files(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ru.ControlVector({2: torch.ones(32)}, metadata={"note": "x"}).save(tmp_path / "v.safetensors")
     assert main(["inspect", str(tmp_path / "v.safetensors")]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["layers"] == [2] and info["metadata"] == {"note": "x"}
+    assert info["kind"] == "control_vector" and info["tensors"] == {"layers.2": "float32[32]"}
+    assert info["metadata"] == {"note": "x", "point": "resid_post"}
     model = make_model("llama")
     ru.collect(model, {"input_ids": torch.tensor([[3, 4, 5]])}, layers=[1]).save(tmp_path / "c.safetensors")
     assert main(["inspect", str(tmp_path / "c.safetensors")]) == 0
-    assert json.loads(capsys.readouterr().out)["layers"] == [1]
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "activation_cache" and info["metadata"]["layers"] == [1]
+    assert info["summary"].startswith("ActivationCache(model='LlamaForCausalLM'")
 
 
 @pytest.mark.parametrize(
