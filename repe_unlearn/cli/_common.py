@@ -1,0 +1,114 @@
+"""Shared pieces of the CLI: loading local models, model flags, flags derived from config dataclasses."""
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_model(
+    path: str, *, dtype: str | None = None, device: str | None = None, trust_remote_code: bool = False
+) -> Any:
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(
+            f"{path} is not a HuggingFace model directory (no config.json); this tool never downloads models"
+        )
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.utils.logging.disable_progress_bar()  # one bar per weight file is noise next to ours
+    # safetensors weights only: a pickled pytorch_model.bin is never loaded
+    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code, "use_safetensors": True}
+    if dtype is not None:
+        kwargs["dtype"] = getattr(torch, dtype)
+    if device == "auto":
+        kwargs["device_map"] = "auto"
+    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    if device not in (None, "auto"):
+        model = model.to(device)
+    return model
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load a tokenizer from {path}: {str(exc).splitlines()[0]}") from None
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=DTYPES, help="load the model in this dtype (default: as saved)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... or auto (device_map='auto' across devices)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model dir")
+
+
+def _flag_type(annotation: Any) -> tuple[Any, bool]:
+    """(element parser, is_sequence) for a config field's annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if typing.get_origin(annotation) is tuple:
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+def _comma_list(element: Any) -> Any:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [element(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {element.__name__}s, got {text!r}") from None
+
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per dataclass field; defaults are shown from the dataclass and applied there, not here."""
+    hints = typing.get_type_hints(config_class)
+    group = parser.add_argument_group(f"{config_class.__name__} (explicit flags override --preset)")
+    for f in dataclasses.fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if "default" not in help_text:
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            help_text += f" (default: {shown})"
+        element, is_sequence = _flag_type(hints[f.name])
+        if element is bool:
+            group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        elif is_sequence:
+            group.add_argument(
+                flag,
+                type=_comma_list(element),
+                action="append",
+                default=argparse.SUPPRESS,
+                metavar="V[,V...]",
+                help=help_text + "; repeatable",
+            )
+        else:
+            group.add_argument(flag, type=element, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, config_class: type, presets: dict[str, dict[str, Any]]) -> Any:
+    """The config: the preset's values, then every flag given explicitly."""
+    explicit: dict[str, Any] = {}
+    for f in dataclasses.fields(config_class):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            if isinstance(value, list):  # an append action of comma lists
+                value = tuple(v for chunk in value for v in chunk)
+            explicit[f.name] = value
+    preset_name = getattr(args, "preset", None)
+    if preset_name is not None and preset_name not in presets:
+        raise ConfigError(f"unknown preset {preset_name!r}; valid: {', '.join(presets)}")
+    base = presets[preset_name] if preset_name is not None else {}
+    return config_class(**{**base, **explicit})

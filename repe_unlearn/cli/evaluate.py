@@ -1,0 +1,51 @@
+"""``repe-unlearn eval``."""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ._common import load_model, load_tokenizer
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Multiple-choice accuracy (WMDP/MMLU format, as lm-eval scores it) and perplexity of a model."""
+    from ..data import read_texts
+    from ..evaluation import evaluate_mcq, perplexity, read_mcq
+
+    if not args.mcq and not args.perplexity:
+        raise ConfigError("nothing to evaluate: give --mcq FILE (repeatable) and/or --perplexity FILE")
+    for target in (args.json, args.predictions):
+        if target and Path(target).exists() and not args.overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    item_sets = {Path(path).stem: read_mcq(path) for path in args.mcq or []}
+    texts = read_texts(args.perplexity) if args.perplexity else None
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    results: dict[str, Any] = {}
+    lines = []
+    for name, items in item_sets.items():
+        result = evaluate_mcq(
+            model,
+            tokenizer,
+            items,
+            format=args.format,
+            subject=args.subject,
+            batch_size=args.batch_size,
+            name=name,
+            progress=True,
+        )
+        results[name] = result.to_dict()
+        norm = f"  acc_norm {result.acc_norm:.4f}" if result.acc_norm is not None else ""
+        print(f"{name:<32} n={result.n:<6} accuracy {result.accuracy:.4f}{norm}")
+        lines += [{"file": name, **vars(p)} for p in result.predictions]
+    if texts is not None:
+        ppl = perplexity(model, tokenizer, texts, batch_size=args.batch_size)
+        results[f"perplexity:{Path(args.perplexity).stem}"] = {"perplexity": ppl, "n": len(texts)}
+        print(f"{'perplexity ' + Path(args.perplexity).stem:<32} n={len(texts):<6} {ppl:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
+    if args.predictions:
+        Path(args.predictions).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return 0

@@ -1,0 +1,116 @@
+"""``repe-unlearn unlearn`` and ``apply-delta``."""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import ConfigError
+from ._common import config_from_args, load_model, load_tokenizer
+
+
+def _read_corpora(paths: Sequence[str], text_field: str) -> list[list[str]]:
+    from ..data import read_texts
+
+    corpora = []
+    for path in paths:
+        texts = read_texts(path, text_field=text_field)
+        if not texts:
+            raise ConfigError(f"corpus {path} holds no text")
+        corpora.append(texts)
+    return corpora
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    """Unlearn with RMU: misdirect layer ℓ on forget corpora, preserve it on retain corpora."""
+    from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
+    from ..rmu.artifacts import prepare_output
+    from ..rmu.trainer import StepLog
+
+    config = config_from_args(args, RMUConfig, PRESETS)
+    if len(args.retain) not in (1, len(args.forget)):
+        raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")
+    out = Path(args.out)
+    prepare_output(out, overwrite=args.overwrite)
+    log_path = Path(args.log_jsonl) if args.log_jsonl else None
+    if log_path is not None and log_path.exists() and not args.overwrite:
+        raise FileExistsError(f"{log_path} exists; pass --overwrite to replace it")
+    forget = _read_corpora(args.forget, args.text_field)
+    retain = _read_corpora(args.retain, args.text_field)
+    retain_names = list(args.retain)
+    if len(retain) == 1 and len(forget) > 1:
+        retain, retain_names = retain * len(forget), retain_names * len(forget)
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    directions = None
+    if args.control_vectors:
+        from ..models import d_model
+
+        directions = load_directions(args.control_vectors, len(forget), d_model(model))
+    log_file = log_path.open("w") if log_path is not None else None
+
+    def on_step(log: StepLog) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(log.to_dict()) + "\n")
+            log_file.flush()
+
+    start = time.perf_counter()
+    try:
+        result = unlearn(
+            model,
+            tokenizer,
+            forget,
+            retain,
+            config,
+            control_vectors=directions,
+            forget_names=args.forget,
+            retain_names=retain_names,
+            on_step=on_step,
+        )
+    finally:
+        if log_file is not None:
+            log_file.close()
+    seconds = time.perf_counter() - start
+    save_unlearned(
+        out,
+        model,
+        tokenizer,
+        result,
+        overwrite=args.overwrite,
+        extra={"seconds": seconds, "base_model": str(args.model), "forget": args.forget, "retain": args.retain},
+    )
+    last = result.history[-1]
+    norms = ", ".join(f"{n:.4g}" for n in result.frozen_norms)
+    coeffs = ", ".join(f"{c:.4g}" for c in result.coefficients)
+    print(f"RMU: {len(result.history)} steps in {seconds:.1f} s ({seconds / len(result.history):.3f} s/step)")
+    print(f"  steered layer {config.layer}; updated {', '.join(result.parameter_names)}")
+    print(f"  frozen norm at layer {config.layer}: {norms}; steering coefficient c: {coeffs}")
+    print(f"  last step: forget loss {last.forget_loss:.4g}, retain loss {last.retain_loss:.4g}")
+    print(f"  wrote {out}")
+    return 0
+
+
+def cmd_apply_delta(args: argparse.Namespace) -> int:
+    """Rebuild an unlearned model from its base model and an rmu_delta.safetensors file."""
+    from ..rmu import apply_delta
+    from ..rmu.artifacts import prepare_output, write_atomically
+
+    prepare_output(Path(args.out), overwrite=args.overwrite)
+    model = load_model(args.base, trust_remote_code=args.trust_remote_code)
+    names = apply_delta(model, args.delta)
+    tokenizer = None
+    try:
+        tokenizer = load_tokenizer(args.base, trust_remote_code=args.trust_remote_code)
+    except ConfigError:
+        print(f"note: {args.base} has no tokenizer; writing the model only", file=sys.stderr)
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+
+    write_atomically(args.out, fill, overwrite=args.overwrite)
+    print(f"applied {len(names)} tensors ({', '.join(names)}) to {args.base}; wrote {args.out}")
+    return 0

@@ -1,0 +1,348 @@
+"""Multiple-choice accuracy (WMDP/MMLU format, scored as lm-evaluation-harness scores it) and perplexity.
+
+Letter format: the lm-eval zero-shot prompt ``{question}\\nA. ..\\nB. ..\\nAnswer:`` and the continuations
+" A", " B", ...; context and continuation are tokenised as lm-eval does (no special tokens, trailing spaces of
+the context moved to the continuation, the continuation = tokens of the whole past those of the context).
+When every letter is a single token and the context tokenises the same alone as in the whole, one forward
+pass per question reads all letters' log-probabilities (lm-eval runs one request per choice).
+Cloze format: each choice scored as the summed log-probability of " {choice}" after the question, and
+length-normalised accuracy as lm-eval's ``acc_norm`` (divided by the choice's length in characters).
+"""
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, DataError
+
+Format = Literal["letter", "cloze"]
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass(frozen=True)
+class MCQItem:
+    """One question with its choices and the index of the right one."""
+
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model chose for one item, with the score of every choice."""
+
+    index: int
+    pred: int
+    answer: int
+    scores: list[float]
+
+
+@dataclass
+class MCQResult:
+    """Accuracy on one set of items (``acc_norm`` for cloze only)."""
+
+    name: str
+    format: Format
+    accuracy: float
+    n: int
+    acc_norm: float | None = None
+    predictions: list[Prediction] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary written under ``results`` by ``--json``."""
+        out: dict[str, Any] = {"accuracy": self.accuracy, "n": self.n, "format": self.format}
+        if self.acc_norm is not None:
+            out["acc_norm"] = self.acc_norm
+        return out
+
+
+def _item(row: Any, where: str) -> MCQItem:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected an object with question, choices, answer; got {type(row).__name__}")
+    missing = [k for k in ("question", "choices", "answer") if k not in row]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+    question, choices, answer = row["question"], row["choices"], row["answer"]
+    if not isinstance(question, str):
+        raise DataError(f"{where}: 'question' must be a string, got {type(question).__name__}")
+    if not isinstance(choices, (list, tuple)) or not all(isinstance(c, str) for c in choices) or len(choices) < 2:
+        raise DataError(f"{where}: 'choices' must be a list of at least two strings, got {choices!r}")
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        raise DataError(f"{where}: 'answer' must be an index 0..{len(choices) - 1} into choices, got {answer!r}")
+    if len(choices) > len(LETTERS):
+        raise DataError(f"{where}: {len(choices)} choices; at most {len(LETTERS)} are supported")
+    return MCQItem(question, tuple(choices), answer)
+
+
+def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
+    """Items from JSONL, JSON (a list of rows) or parquet with ``question``, ``choices``, ``answer``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"MCQ file {path} does not exist")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+        rows: list[Any] = pq.read_table(path).to_pylist()
+        items = [_item(row, f"{path} row {i}") for i, row in enumerate(rows)]
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
+        if path.suffix == ".json":
+            try:
+                rows = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rows, list):
+                raise DataError(f"{path}: expected a JSON list of items, got {type(rows).__name__}")
+            items = [_item(row, f"{path} item {i}") for i, row in enumerate(rows)]
+        else:
+            items = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                    items.append(_item(row, f"{path}:{number}"))
+    if not items:
+        raise DataError(f"{path} holds no items")
+    return items
+
+
+def letter_prompt(item: MCQItem, subject: str | None = None) -> str:
+    """lm-eval's zero-shot WMDP/MMLU prompt, with the description line when ``subject`` is given."""
+    description = f"The following are multiple choice questions (with answers) about {subject}.\n\n" if subject else ""
+    options = "".join(f"{LETTERS[i]}. {choice}\n" for i, choice in enumerate(item.choices))
+    return f"{description}{item.question.strip()}\n{options}Answer:"
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids, split the way lm-evaluation-harness splits them."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = _encode(tokenizer, context + continuation)
+    context_ids = _encode(tokenizer, context)
+    return context_ids, whole[len(context_ids) :]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _max_length(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return 2048
+
+
+def _pad_token(tokenizer: Any) -> int:
+    for key in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, key, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+@torch.no_grad()
+def loglikelihoods(
+    model: nn.Module,
+    tokenizer: Any,
+    requests: Sequence[tuple[list[int], list[int]]],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[float]:
+    """Summed log-probability of each continuation given its context (token ids), right-padded batches."""
+    device, limit, pad = _device(model), _max_length(model), _pad_token(tokenizer)
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
+    out = [0.0] * len(requests)
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring", unit="batch"):
+        chunk = order[start : start + batch_size]
+        rows = []
+        for i in chunk:
+            context, continuation = requests[i]
+            if not continuation:
+                raise DataError(f"request {i} has an empty continuation")
+            rows.append(((context or [pad]) + continuation)[-(limit + 1) :][:-1])
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, seq in enumerate(rows):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+        for row, i in enumerate(chunk):
+            continuation = requests[i][1]
+            end = len(rows[row])
+            span = logits[row, end - len(continuation) : end].float().log_softmax(dim=-1)
+            target = torch.tensor(continuation, device=span.device)
+            out[i] = float(span.gather(1, target[:, None]).sum())
+    return out
+
+
+@torch.no_grad()
+def _letter_scores_one_pass(
+    model: nn.Module, contexts: list[list[int]], letter_ids: list[int], pad: int, batch_size: int, progress: bool
+) -> list[list[float]]:
+    """Log-probabilities of single-token letters after each context: one forward pass per question.
+
+    Left padding with explicit position ids (so every real token keeps its position) lets the LM head run on
+    the last position only.
+    """
+    device, limit = _device(model), _max_length(model)
+    scores: list[list[float]] = []
+    for start in tqdm(range(0, len(contexts), batch_size), disable=not progress, desc="questions", unit="batch"):
+        rows = [c[-limit:] for c in contexts[start : start + batch_size]]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, seq in enumerate(rows):
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=False,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        logprobs = logits.float().log_softmax(dim=-1)[:, letter_ids]
+        scores.extend(logprobs.tolist())
+    return scores
+
+
+def evaluate_mcq(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[MCQItem],
+    *,
+    format: Format = "letter",
+    subject: str | None = None,
+    batch_size: int = 16,
+    intervention: AbstractContextManager[Any] | None = None,
+    name: str = "mcq",
+    progress: bool = False,
+) -> MCQResult:
+    """Accuracy of ``model`` on ``items``; ``intervention`` (e.g. ``vector.apply(model, 4.0)``) is entered
+    around the whole evaluation and exited after it."""
+    if format not in ("letter", "cloze"):
+        raise ConfigError(f"unknown format {format!r}; valid: letter, cloze")
+    if not items:
+        raise DataError(f"{name}: no items to evaluate")
+    was_training = model.training
+    model.eval()
+    try:
+        with intervention if intervention is not None else nullcontext():
+            scores = _scores(model, tokenizer, items, format, subject, batch_size, progress)
+    finally:
+        model.train(was_training)
+    predictions = [
+        Prediction(i, max(range(len(s)), key=s.__getitem__), item.answer, s)
+        for i, (item, s) in enumerate(zip(items, scores, strict=True))
+    ]
+    accuracy = sum(p.pred == p.answer for p in predictions) / len(predictions)
+    acc_norm = None
+    if format == "cloze":
+        hits = 0
+        for item, s in zip(items, scores, strict=True):
+            normed = [score / max(len(choice), 1) for score, choice in zip(s, item.choices, strict=True)]
+            hits += max(range(len(normed)), key=normed.__getitem__) == item.answer
+        acc_norm = hits / len(items)
+    return MCQResult(name, format, accuracy, len(items), acc_norm, predictions)
+
+
+def _scores(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[MCQItem],
+    format: Format,
+    subject: str | None,
+    batch_size: int,
+    progress: bool,
+) -> list[list[float]]:
+    if format == "letter":
+        pairs = [
+            [encode_pair(tokenizer, letter_prompt(item, subject), f" {LETTERS[k]}") for k in range(len(item.choices))]
+            for item in items
+        ]
+        width = max(len(item.choices) for item in items)
+        letters = [encode_pair(tokenizer, "Answer:", f" {LETTERS[k]}")[1] for k in range(width)]
+        one_pass = all(len(ids) == 1 for ids in letters) and all(
+            cont == letters[k] for item_pairs in pairs for k, (_, cont) in enumerate(item_pairs)
+        )
+        if one_pass:
+            contexts = [item_pairs[0][0] for item_pairs in pairs]
+            letter_ids = [ids[0] for ids in letters]
+            full = _letter_scores_one_pass(model, contexts, letter_ids, _pad_token(tokenizer), batch_size, progress)
+            return [row[: len(item.choices)] for row, item in zip(full, items, strict=True)]
+    else:
+        pairs = [[encode_pair(tokenizer, item.question, f" {choice}") for choice in item.choices] for item in items]
+    flat = [pair for item_pairs in pairs for pair in item_pairs]
+    values = loglikelihoods(model, tokenizer, flat, batch_size=batch_size, progress=progress)
+    out, at = [], 0
+    for item_pairs in pairs:
+        out.append(values[at : at + len(item_pairs)])
+        at += len(item_pairs)
+    return out
+
+
+@torch.no_grad()
+def perplexity(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+    intervention: AbstractContextManager[Any] | None = None,
+) -> float:
+    """Token-level perplexity: exp of the mean negative log-likelihood of every token after the first."""
+    device, limit, pad = _device(model), _max_length(model), _pad_token(tokenizer)
+    encoded = [ids[:limit] for ids in (_encode(tokenizer, t) for t in texts) if len(ids) > 1]
+    if not encoded:
+        raise DataError("no text of at least two tokens to measure perplexity on")
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with intervention if intervention is not None else nullcontext():
+            for start in range(0, len(encoded), batch_size):
+                rows = encoded[start : start + batch_size]
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for row, seq in enumerate(rows):
+                    ids[row, : len(seq)] = torch.tensor(seq)
+                    mask[row, : len(seq)] = 1
+                ids, mask = ids.to(device), mask.to(device)
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+                keep = mask[:, 1:].to(nll.dtype)
+                total += float((nll * keep).sum())
+                count += int(keep.sum())
+    finally:
+        model.train(was_training)
+    return math.exp(total / count)
