@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import RepeUnlearnError
 from ._common import add_config_flags, add_model_flags
+from .demo import add_demo_parser
 from .evaluate import cmd_eval
 from .inspect import cmd_inspect
+from .toy import add_toy_parser
 from .unlearn import cmd_apply_delta, cmd_unlearn
 
 EXIT_USAGE = 2
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--log-jsonl", metavar="FILE", help="write one JSON line per step")
     unlearn.add_argument("--overwrite", action="store_true", help="replace an existing --out / --log-jsonl")
     add_model_flags(unlearn)
-    add_config_flags(unlearn, RMUConfig)
+    add_config_flags(unlearn, RMUConfig, presets=True)
     unlearn.set_defaults(func=cmd_unlearn)
 
     apply = sub.add_parser("apply-delta", help=cmd_apply_delta.__doc__, description=cmd_apply_delta.__doc__)
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing --json/--predictions files")
     add_model_flags(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    add_toy_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 
@@ -102,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # per-file load/save bars are noise next to ours
     try:
         code: int = args.func(args)
         return code

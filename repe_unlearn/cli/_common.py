@@ -21,10 +21,8 @@ def load_model(
             f"{path} is not a HuggingFace model directory (no config.json); this tool never downloads models"
         )
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM
 
-    transformers.utils.logging.disable_progress_bar()  # one bar per weight file is noise next to ours
     # safetensors weights only: a pickled pytorch_model.bin is never loaded
     kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if dtype is not None:
@@ -72,10 +70,11 @@ def _comma_list(element: Any) -> Any:
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *, presets: bool = False) -> None:
     """One flag per dataclass field; defaults are shown from the dataclass and applied there, not here."""
     hints = typing.get_type_hints(config_class)
-    group = parser.add_argument_group(f"{config_class.__name__} (explicit flags override --preset)")
+    note = " (explicit flags override --preset)" if presets else ""
+    group = parser.add_argument_group(f"{config_class.__name__}{note}")
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
@@ -84,7 +83,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             help_text += f" (default: {shown})"
         element, is_sequence = _flag_type(hints[f.name])
         if element is bool:
-            group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif is_sequence:
             group.add_argument(
                 flag,

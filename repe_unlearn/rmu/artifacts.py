@@ -98,6 +98,9 @@ def write_atomically(out: str | os.PathLike[str], fill: Any, *, overwrite: bool 
     out = Path(out)
     prepare_output(out, overwrite=overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new directory
     try:
         fill(tmp)
         if out.exists():

@@ -33,7 +33,8 @@ class RMUConfig:
     )
     lr: float = field(default=5e-5, metadata=_help("AdamW learning rate (eps 1e-6, no weight decay)"))
     batch_size: int = field(default=4, metadata=_help("texts per forget batch and per retain batch"))
-    max_batches: int = field(default=80, metadata=_help("at most this many steps"))
+    max_batches: int = field(default=80, metadata=_help("at most this many steps per epoch"))
+    epochs: int = field(default=1, metadata=_help("passes over the batches (the published loop has one)"))
     max_length: int = field(default=512, metadata=_help("tokens per text; longer texts are cut"))
     min_len: int = field(default=0, metadata=_help("drop texts shorter than this many characters"))
     seed: int = field(default=42, metadata=_help("seed of the control vectors and of --shuffle"))
@@ -44,7 +45,7 @@ class RMUConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("lr", "batch_size", "max_batches", "max_length"):
+        for name in ("lr", "batch_size", "max_batches", "max_length", "epochs"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -106,16 +107,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_length": 512,
         "reference_mode": True,
     },
-    # the toy models of `repe-unlearn demo` (6 layers, d_model 128): the residual norm there is far from
-    # Zephyr's, so the coefficient follows the measured norm (adaptive) instead of a fixed c
+    # the toy models of `repe-unlearn demo` (6 layers, d_model 128, residual norm ~14 at layer 4, far from
+    # Zephyr's): the coefficient follows the measured norm (adaptive) instead of a fixed c; 50 forget
+    # paragraphs make 5 batches, so the epochs give 200 steps (benchmarks/bench_toy_preset.py)
     "toy": {
         "layer": 4,
         "update_layers": (2, 3, 4),
         "adaptive_coeff": 8.0,
         "alpha": (100.0,),
-        "lr": 2e-3,
-        "batch_size": 32,
+        "lr": 5e-3,
+        "batch_size": 10,
         "max_batches": 200,
+        "epochs": 40,
         "max_length": 128,
     },
 }

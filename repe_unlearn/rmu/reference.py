@@ -46,7 +46,7 @@ def reference_rmu(
     control_vecs = [(c * u).to(dtype).view(1, 1, -1) for c, u in zip(coefficients, directions, strict=True)]
     alphas = config.per_topic("alpha", len(forget))
     losses = []
-    for topic, index in schedule(len(forget), [len(b) for b in [*forget, *retain]], config.max_batches):
+    for topic, index in schedule(len(forget), [len(b) for b in [*forget, *retain]], config.max_batches, config.epochs):
         start = time.perf_counter()
         updated_forget = _forward_with_cache(model, forget[topic][index], config.layer, no_grad=False)
         unlearn_loss = F.mse_loss(updated_forget, control_vecs[topic].expand_as(updated_forget))

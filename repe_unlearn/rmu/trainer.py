@@ -120,10 +120,11 @@ def make_batches(texts: Sequence[str], config: RMUConfig, *, name: str, shuffle_
     return [kept[i : i + config.batch_size] for i in range(0, len(kept), config.batch_size)]
 
 
-def schedule(n_topics: int, lengths: Sequence[int], max_batches: int) -> list[tuple[int, int]]:
-    """``(topic, batch)`` for each step: topic = step mod T, batch = step div T, as in the published loop."""
+def schedule(n_topics: int, lengths: Sequence[int], max_batches: int, epochs: int = 1) -> list[tuple[int, int]]:
+    """``(topic, batch)`` for each step: topic = step mod T, batch = step div T, as in the published loop;
+    the whole epoch repeats ``epochs`` times."""
     n_steps = min(max_batches, *lengths)
-    return [(step % n_topics, step // n_topics) for step in range(n_steps)]
+    return [(step % n_topics, step // n_topics) for step in range(n_steps)] * epochs
 
 
 class _FrozenReplay:
@@ -184,7 +185,7 @@ def train(
     if directions.shape != (n_topics, width):
         raise ConfigError(f"directions have shape {tuple(directions.shape)}; expected ({n_topics}, {width})")
     alphas = config.per_topic("alpha", n_topics)
-    steps = schedule(n_topics, [len(b) for b in [*forget, *retain]], config.max_batches)
+    steps = schedule(n_topics, [len(b) for b in [*forget, *retain]], config.max_batches, config.epochs)
 
     frozen_norms = []
     with torch.no_grad():

@@ -1,0 +1,29 @@
+"""``repe-unlearn demo``: the whole pipeline on the shipped toy model and world."""
+
+import argparse
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Evaluate the shipped toy model, unlearn the hazard-like domain with RMU, evaluate again, write a report."""
+    from ..demo import CHANCE, run_demo
+
+    print("repe-unlearn demo: a toy model that learned 50 invented pathogens (forget) and 50 invented towns (retain)")
+    result = run_demo(args.out, overwrite=args.overwrite)
+    width = max(len(name) for name in result.before)
+    print(f"\n{'cloze accuracy':<{width}}  before  after   (chance {CHANCE:.2f})")
+    for name in result.before:
+        print(f"{name:<{width}}  {result.before[name]:6.3f}  {result.after[name]:6.3f}")
+    ppl = result.perplexity
+    print(f"{'retain perplexity':<{width}}  {ppl['retain before']:6.3f}  {ppl['retain after']:6.3f}")
+    total = sum(result.seconds.values())
+    print(f"\nRMU: {result.rmu['steps']} steps, c = {result.rmu['steering_coeff']:.1f}; {total:.0f} s in all")
+    print(f"wrote {result.out}/report.md, results.json, accuracy.png, losses.png, norms.png and model/")
+    return 0
+
+
+def add_demo_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``demo``."""
+    demo = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
+    demo.add_argument("--out", default="repe-unlearn-demo", help="output directory (default: ./repe-unlearn-demo)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,91 @@
+"""``repe-unlearn toy world`` and ``toy pretrain``: make a fictitious world and a model that knows it."""
+
+import argparse
+import json
+from pathlib import Path
+
+from ._common import add_config_flags, config_from_args
+
+
+def cmd_toy_world(args: argparse.Namespace) -> int:
+    """Write a fictitious world: forget/retain corpora, cloze and letter MCQ files, a forget split."""
+    from ..toy import World, write_world
+
+    files = write_world(World.generate(args.seed, args.entities), args.out)
+    print(f"wrote {len(files)} files to {args.out}: " + ", ".join(sorted(p.name for p in files.values())))
+    return 0
+
+
+def cmd_toy_pretrain(args: argparse.Namespace) -> int:
+    """Train a tokenizer and a small Llama causal LM from scratch on corpora; save both (HuggingFace format)."""
+    from ..data import read_texts
+    from ..evaluation import evaluate_mcq, read_mcq
+    from ..rmu.artifacts import prepare_output, write_atomically
+    from ..toy import PretrainConfig, pretrain
+
+    config = config_from_args(args, PretrainConfig, {})
+    prepare_output(Path(args.out), overwrite=args.overwrite)
+    texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
+    item_sets = {Path(p).stem: read_mcq(p) for p in args.eval_mcq or []}
+    model, tokenizer, losses = pretrain(texts, config)
+    results = {}
+    for name, items in item_sets.items():
+        result = evaluate_mcq(model, tokenizer, items, format="cloze", batch_size=64, name=name)
+        results[name] = result.to_dict()
+        print(f"{name:<24} cloze accuracy {result.accuracy:.3f} (n={result.n})")
+    seconds = model.config.repe_unlearn_pretrain["seconds"]
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        summary = {
+            "config": config.to_dict(),
+            "seconds": seconds,
+            "final_loss": losses[-1],
+            "corpora": list(args.corpus),
+            "eval": results,
+        }
+        (tmp / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    write_atomically(args.out, fill, overwrite=args.overwrite)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"trained {n_params / 1e6:.2f}M parameters on {len(texts)} documents in {seconds:.0f} s "
+        f"(final loss {losses[-1]:.3f}); wrote {args.out}"
+    )
+    return 0
+
+
+def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``toy world`` and ``toy pretrain``."""
+    from ..toy import PretrainConfig
+
+    toy = sub.add_parser(
+        "toy",
+        help="the embedded fictitious world and its tiny model",
+        description="Make a fictitious world and a small model that learned it.",
+    )
+    toy_sub = toy.add_subparsers(dest="toy_command", metavar="COMMAND", required=True)
+    world = toy_sub.add_parser("world", help=cmd_toy_world.__doc__, description=cmd_toy_world.__doc__)
+    world.add_argument("--out", required=True, help="output directory (must be empty or absent)")
+    world.add_argument("--seed", type=int, default=0, help="the same seed gives the same world (default: 0)")
+    world.add_argument("--entities", type=int, default=50, help="entities per domain (default: 50)")
+    world.set_defaults(func=cmd_toy_world)
+
+    pre = toy_sub.add_parser("pretrain", help=cmd_toy_pretrain.__doc__, description=cmd_toy_pretrain.__doc__)
+    pre.add_argument(
+        "--corpus",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="JSONL with 'text', plain text, parquet or datasets dir; repeatable",
+    )
+    pre.add_argument("--out", required=True, help="output model directory")
+    pre.add_argument("--eval-mcq", action="append", metavar="FILE", help="cloze MCQ file to report after training")
+    pre.add_argument("--text-field", default="text", help="JSONL/parquet field holding the text")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_config_flags(pre, PretrainConfig)
+    pre.set_defaults(func=cmd_toy_pretrain)
+
+
+__all__ = ["add_toy_parser"]

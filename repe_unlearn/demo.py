@@ -1,0 +1,150 @@
+"""The whole pipeline on the embedded default: evaluate the shipped toy model, unlearn with RMU, evaluate again.
+
+Writes ``report.md``, ``results.json``, PNG plots and the unlearned model to an output directory.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import read_texts
+from .evaluation import evaluate_mcq, perplexity, read_mcq
+from .plots import accuracy_bars, loss_curves, norm_curves
+from .rmu import preset, unlearn
+from .rmu.artifacts import prepare_output, save_unlearned
+from .toy import SHIPPED_WORLD, load_shipped_model
+
+CHANCE = 0.25  # four choices per question
+
+
+@dataclass
+class DemoResult:
+    """Accuracies before and after, and where the outputs went."""
+
+    out: Path
+    before: dict[str, float]
+    after: dict[str, float]
+    perplexity: dict[str, float]
+    seconds: dict[str, float]
+    rmu: dict[str, Any] = field(default_factory=dict)
+
+
+def _evaluate(model: Any, tokenizer: Any, items: dict[str, Any]) -> dict[str, float]:
+    return {
+        name: evaluate_mcq(model, tokenizer, rows, format="cloze", batch_size=64, name=name).accuracy
+        for name, rows in items.items()
+    }
+
+
+def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: bool = True) -> DemoResult:
+    """Run the demo and write its outputs to ``out`` (refused if it exists and is not empty)."""
+    out = Path(out)
+    prepare_output(out, overwrite=overwrite)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    model, tokenizer = load_shipped_model()
+    forget, retain = read_texts(SHIPPED_WORLD / "forget.jsonl"), read_texts(SHIPPED_WORLD / "retain.jsonl")
+    items = {
+        "forget (pathogens)": read_mcq(SHIPPED_WORLD / "forget_cloze.jsonl"),
+        "retain (towns)": read_mcq(SHIPPED_WORLD / "retain_cloze.jsonl"),
+    }
+    before = _evaluate(model, tokenizer, items)
+    ppl_before = perplexity(model, tokenizer, retain)
+    timings["evaluate before"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    config = preset("toy")
+    result = unlearn(model, tokenizer, [forget], [retain], config, progress=progress)
+    timings["RMU"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    after = _evaluate(model, tokenizer, items)
+    ppl_after = perplexity(model, tokenizer, retain)
+    timings["evaluate after"] = time.perf_counter() - start
+
+    history = result.history
+    rmu_summary = {
+        "config": config.to_dict(),
+        "steps": len(history),
+        "steering_coeff": result.coefficients[0],
+        "frozen_norm_at_layer": result.frozen_norms[0],
+        "parameter_names": result.parameter_names,
+        "final_forget_loss": history[-1].forget_loss,
+        "final_retain_loss": history[-1].retain_loss,
+    }
+    demo = DemoResult(
+        out, before, after, {"retain before": ppl_before, "retain after": ppl_after}, timings, rmu_summary
+    )
+
+    def fill(tmp: Path) -> None:
+        figures = {
+            "accuracy.png": accuracy_bars(before, after, chance=CHANCE, title="Cloze accuracy, before and after RMU"),
+            "losses.png": loss_curves([h.forget_loss for h in history], [h.retain_loss for h in history]),
+            "norms.png": norm_curves(
+                [h.forget_norm for h in history], [h.retain_norm for h in history], target=result.coefficients[0]
+            ),
+        }
+        for name, figure in figures.items():
+            figure.savefig(tmp / name, dpi=110)
+        results = {
+            "before": before,
+            "after": after,
+            "chance": CHANCE,
+            "perplexity": demo.perplexity,
+            "rmu": rmu_summary,
+            "seconds": timings,
+        }
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (tmp / "report.md").write_text(_report(demo))
+        save_unlearned(tmp / "model", model, tokenizer, result)
+
+    from .rmu.artifacts import write_atomically
+
+    write_atomically(out, fill, overwrite=overwrite)
+    return demo
+
+
+def _report(demo: DemoResult) -> str:
+    forget_key, retain_key = list(demo.before)
+    rmu = demo.rmu
+    config = rmu["config"]
+    rows = "\n".join(f"| {name} | {demo.before[name]:.3f} | {demo.after[name]:.3f} |" for name in demo.before)
+    return f"""# repe-unlearn demo
+
+The shipped toy model (a 6-layer Llama, d_model 128, trained from scratch on a fictitious world) knows 50 \
+invented pathogens (the hazard-like domain to forget) and 50 invented towns (the benign domain to keep), four \
+facts each. RMU updated {", ".join(f"`{n}`" for n in rmu["parameter_names"])} for {rmu["steps"]} steps, \
+steering layer {config["layer"]} towards c·u with c = {rmu["steering_coeff"]:.1f} \
+({config["adaptive_coeff"]} × the frozen model's mean per-token norm there, {rmu["frozen_norm_at_layer"]:.1f}).
+
+| cloze accuracy (4 choices, chance {CHANCE:.2f}) | before | after |
+|---|---:|---:|
+{rows}
+
+Perplexity on the retain corpus: {demo.perplexity["retain before"]:.3f} before, \
+{demo.perplexity["retain after"]:.3f} after.
+
+![accuracy](accuracy.png)
+
+![losses](losses.png)
+
+![norms](norms.png)
+
+## Reading
+
+Forget-domain accuracy went from {demo.before[forget_key]:.2f} to {demo.after[forget_key]:.2f} \
+(chance {CHANCE:.2f}) while retain-domain accuracy went from {demo.before[retain_key]:.2f} to \
+{demo.after[retain_key]:.2f}. On forget-domain text the activations at the steered layer now have a norm \
+close to c, several times their original norm, while on retain text they stay where they were (norms.png).
+
+What this shows is misdirection: the layers after ℓ no longer get usable facts about the pathogens. It does \
+not show that the facts are gone from the weights — only three MLP projections changed, and the layers before \
+them are untouched. Whether the knowledge comes back under relearning, direction ablation or adversarial \
+suffixes is what the robustness attacks measure.
+
+Time: {", ".join(f"{k} {v:.1f} s" for k, v in demo.seconds.items())}. The unlearned model is in `model/` \
+(`repe-unlearn eval --model model --mcq FILE --format cloze` evaluates it).
+"""

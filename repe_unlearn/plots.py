@@ -1,0 +1,59 @@
+"""Figures for reports and notebooks: matplotlib ``Figure`` objects, made without pyplot (no GUI backend)."""
+
+from collections.abc import Mapping, Sequence
+
+from matplotlib.figure import Figure
+
+
+def accuracy_bars(
+    before: Mapping[str, float], after: Mapping[str, float], *, chance: float | None = None, title: str = ""
+) -> Figure:
+    """Grouped bars: accuracy per evaluation set, before and after."""
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    names = list(before)
+    xs = range(len(names))
+    width = 0.38
+    bars_before = ax.bar(
+        [x - width / 2 for x in xs], [before[n] for n in names], width, label="before", color="#4c72b0"
+    )
+    bars_after = ax.bar([x + width / 2 for x in xs], [after[n] for n in names], width, label="after", color="#dd8452")
+    for bars in (bars_before, bars_after):
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
+def loss_curves(forget: Sequence[float], retain: Sequence[float], *, title: str = "RMU losses") -> Figure:
+    """Forget and retain loss per step, on a log scale."""
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(range(len(forget)), forget, label="forget loss (MSE to c·u)", color="#c44e52")
+    ax.plot(range(len(retain)), [max(r, 1e-12) for r in retain], label="retain loss (α·MSE to frozen)", color="#55a868")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def norm_curves(forget: Sequence[float], retain: Sequence[float], *, target: float | None = None) -> Figure:
+    """Mean per-token norm of the steered layer's output during training, on forget and retain batches."""
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(range(len(forget)), forget, label="forget batches", color="#c44e52")
+    ax.plot(range(len(retain)), retain, label="retain batches", color="#55a868")
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target norm c = {target:.0f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean per-token norm of h_ℓ")
+    ax.set_title("Activation norm at the steered layer")
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,38 @@
+"""The embedded default: a fictitious world, a tiny model that learned it, and where the shipped ones live."""
+
+from pathlib import Path
+from typing import Any
+
+from .pretrain import PretrainConfig, pretrain, train_tokenizer
+from .world import PATHOGENS, TOWNS, Domain, Entity, Relation, World, write_world
+
+ASSETS = Path(__file__).parent / "assets"
+SHIPPED_WORLD = ASSETS / "world"  # `repe-unlearn toy world --seed 0 --entities 50`
+SHIPPED_MODEL = ASSETS / "model"  # `repe-unlearn toy pretrain` on its forget.jsonl + retain.jsonl, seed 0
+
+
+def load_shipped_model() -> tuple[Any, Any]:
+    """The toy model the package ships and its tokenizer (from the package directory; no download)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED_MODEL, local_files_only=True, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_MODEL, local_files_only=True)
+    return model.eval(), tokenizer
+
+
+__all__ = [
+    "ASSETS",
+    "PATHOGENS",
+    "SHIPPED_MODEL",
+    "SHIPPED_WORLD",
+    "TOWNS",
+    "Domain",
+    "Entity",
+    "PretrainConfig",
+    "Relation",
+    "World",
+    "load_shipped_model",
+    "pretrain",
+    "train_tokenizer",
+    "write_world",
+]

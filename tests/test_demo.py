@@ -1,0 +1,22 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from repe_unlearn.cli import main
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_unlearns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "forget (pathogens)" in printed and "retain (towns)" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["before"]["forget (pathogens)"] >= 0.9 and results["before"]["retain (towns)"] >= 0.9
+    assert results["after"]["forget (pathogens)"] <= 0.32
+    assert results["before"]["retain (towns)"] - results["after"]["retain (towns)"] <= 0.02
+    for name in ("report.md", "accuracy.png", "losses.png", "norms.png", "model/rmu_delta.safetensors"):
+        assert (out / name).is_file(), name
+    assert "![accuracy](accuracy.png)" in (out / "report.md").read_text()
+    assert main(["demo", "--out", str(out)]) == 2  # an existing demo directory is not overwritten
