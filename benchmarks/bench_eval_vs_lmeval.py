@@ -1,9 +1,10 @@
 """`repe-unlearn eval` vs lm-evaluation-harness on local WMDP-format tasks: same predictions, end-to-end time.
 
-Needs lm-eval and accelerate (`pip install lm-eval accelerate`; not dependencies of the project). Builds a randomly initialised Llama
-(8 layers, d_model 256) with a byte-level BPE tokenizer in which " A".." D" are single tokens, as in real
-LLM vocabularies, saves it as a HuggingFace directory, writes the toy world's letter-format question files
-as lm-eval tasks (the WMDP template), and runs both command lines on them, each in its own process:
+Needs lm-eval and accelerate (`pip install lm-eval accelerate`; not dependencies of the project).
+Builds a randomly initialised Llama (8 layers, d_model 256) with a byte-level BPE tokenizer in which
+" A".." D" are single tokens, as in real LLM vocabularies, saves it as a HuggingFace directory, writes the
+toy world's letter-format question files as lm-eval tasks (the WMDP template), and runs both command lines
+on them, each in its own process:
 
     python benchmarks/bench_eval_vs_lmeval.py [--batch-size 16]
 
@@ -19,24 +20,33 @@ import tempfile
 import time
 from pathlib import Path
 
-TASK = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-num_fewshot: 0
-output_type: multiple_choice
-doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
-doc_to_choice: ["A", "B", "C", "D"]
-doc_to_target: answer
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1
-"""
+# lm-eval's WMDP template (tasks/wmdp/_default_template_yaml), pointed at a local JSONL file
+DOC_TO_TEXT = (
+    "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
+)
+
+
+def task_yaml(name: str, path: Path) -> str:
+    lines = [
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    test: {path}",
+        "test_split: test",
+        "num_fewshot: 0",
+        "output_type: multiple_choice",
+        f"doc_to_text: {json.dumps(DOC_TO_TEXT)}",
+        'doc_to_choice: ["A", "B", "C", "D"]',
+        "doc_to_target: answer",
+        "metric_list:",
+        "  - metric: acc",
+        "    aggregation: mean",
+        "    higher_is_better: true",
+        "metadata:",
+        "  version: 1",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def build_model(directory: Path, world: Path) -> None:
@@ -86,7 +96,7 @@ def main() -> None:
     names = ["toy_forget_letter", "toy_retain_letter"]
     files = [SHIPPED_WORLD / "forget_letter.jsonl", SHIPPED_WORLD / "retain_letter.jsonl"]
     for name, path in zip(names, files, strict=True):
-        (tasks_dir / f"{name}.yaml").write_text(TASK.format(name=name, path=path))
+        (tasks_dir / f"{name}.yaml").write_text(task_yaml(name, path))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
     lm_eval_s = timed(
@@ -120,7 +130,7 @@ def main() -> None:
             "eval",
             "--model",
             str(model_dir),
-            *sum((["--mcq", str(f)] for f in files), []),
+            *[arg for f in files for arg in ("--mcq", str(f))],
             "--batch-size",
             str(args.batch_size),
             "--predictions",
