@@ -1,4 +1,4 @@
-"""Texts in and out: reading corpora in common formats, and batching them into padded model inputs.
+"""Texts in and out: corpora and MCQ files in the formats users have, and padded batches of model inputs.
 
 Padding is done here rather than by the tokenizer so that a tokenizer without a pad token needs no edit
 (the user's tokenizer is never mutated); pad positions are always masked out by the attention mask.
@@ -7,6 +7,7 @@ Padding is done here rather than by the tokenizer so that a tokenizer without a 
 import json
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,8 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError, DataError
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -118,3 +121,76 @@ def _read_datasets_dir(path: Path, text_field: str) -> list[str]:
     if text_field not in data.column_names:
         raise DataError(f"{path}: no column {text_field!r}; columns are {data.column_names}")
     return [str(t) for t in data[text_field] if t]
+
+
+@dataclass(frozen=True)
+class MCQItem:
+    """One question with its choices and the index of the right one."""
+
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+
+
+def _item(row: Any, where: str) -> MCQItem:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected an object with question, choices, answer; got {type(row).__name__}")
+    missing = [k for k in ("question", "choices", "answer") if k not in row]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+    question, choices, answer = row["question"], row["choices"], row["answer"]
+    if not isinstance(question, str):
+        raise DataError(f"{where}: 'question' must be a string, got {type(question).__name__}")
+    if not isinstance(choices, (list, tuple)) or not all(isinstance(c, str) for c in choices) or len(choices) < 2:
+        raise DataError(f"{where}: 'choices' must be a list of at least two strings, got {choices!r}")
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        raise DataError(f"{where}: 'answer' must be an index 0..{len(choices) - 1} into choices, got {answer!r}")
+    if len(choices) > len(LETTERS):
+        raise DataError(f"{where}: {len(choices)} choices; at most {len(LETTERS)} are supported")
+    return MCQItem(question, tuple(choices), answer)
+
+
+def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
+    """Items from JSONL, JSON (a list of rows) or parquet with ``question``, ``choices``, ``answer``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"MCQ file {path} does not exist")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+        rows: list[Any] = pq.read_table(path).to_pylist()
+        items = [_item(row, f"{path} row {i}") for i, row in enumerate(rows)]
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
+        if path.suffix == ".json":
+            try:
+                rows = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rows, list):
+                raise DataError(f"{path}: expected a JSON list of items, got {type(rows).__name__}")
+            items = [_item(row, f"{path} item {i}") for i, row in enumerate(rows)]
+        else:
+            items = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                    items.append(_item(row, f"{path}:{number}"))
+    if not items:
+        raise DataError(f"{path} holds no items")
+    return items
+
+
+def letter_prompt(item: MCQItem, subject: str | None = None) -> str:
+    """lm-eval's zero-shot WMDP/MMLU prompt, with the description line when ``subject`` is given."""
+    description = f"The following are multiple choice questions (with answers) about {subject}.\n\n" if subject else ""
+    options = "".join(f"{LETTERS[i]}. {choice}\n" for i, choice in enumerate(item.choices))
+    return f"{description}{item.question.strip()}\n{options}Answer:"

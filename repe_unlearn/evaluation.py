@@ -9,32 +9,20 @@ Cloze format: each choice scored as the summed log-probability of " {choice}" af
 length-normalised accuracy as lm-eval's ``acc_norm`` (divided by the choice's length in characters).
 """
 
-import json
 import math
-import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import LETTERS, MCQItem, letter_prompt, read_mcq
 from .errors import ConfigError, DataError
 
 Format = Literal["letter", "cloze"]
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-@dataclass(frozen=True)
-class MCQItem:
-    """One question with its choices and the index of the right one."""
-
-    question: str
-    choices: tuple[str, ...]
-    answer: int
 
 
 @dataclass(frozen=True)
@@ -64,70 +52,6 @@ class MCQResult:
         if self.acc_norm is not None:
             out["acc_norm"] = self.acc_norm
         return out
-
-
-def _item(row: Any, where: str) -> MCQItem:
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected an object with question, choices, answer; got {type(row).__name__}")
-    missing = [k for k in ("question", "choices", "answer") if k not in row]
-    if missing:
-        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
-    question, choices, answer = row["question"], row["choices"], row["answer"]
-    if not isinstance(question, str):
-        raise DataError(f"{where}: 'question' must be a string, got {type(question).__name__}")
-    if not isinstance(choices, (list, tuple)) or not all(isinstance(c, str) for c in choices) or len(choices) < 2:
-        raise DataError(f"{where}: 'choices' must be a list of at least two strings, got {choices!r}")
-    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
-        raise DataError(f"{where}: 'answer' must be an index 0..{len(choices) - 1} into choices, got {answer!r}")
-    if len(choices) > len(LETTERS):
-        raise DataError(f"{where}: {len(choices)} choices; at most {len(LETTERS)} are supported")
-    return MCQItem(question, tuple(choices), answer)
-
-
-def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
-    """Items from JSONL, JSON (a list of rows) or parquet with ``question``, ``choices``, ``answer``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"MCQ file {path} does not exist")
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from None
-        rows: list[Any] = pq.read_table(path).to_pylist()
-        items = [_item(row, f"{path} row {i}") for i, row in enumerate(rows)]
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read {path}: {exc}") from None
-        if path.suffix == ".json":
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rows, list):
-                raise DataError(f"{path}: expected a JSON list of items, got {type(rows).__name__}")
-            items = [_item(row, f"{path} item {i}") for i, row in enumerate(rows)]
-        else:
-            items = []
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-                    items.append(_item(row, f"{path}:{number}"))
-    if not items:
-        raise DataError(f"{path} holds no items")
-    return items
-
-
-def letter_prompt(item: MCQItem, subject: str | None = None) -> str:
-    """lm-eval's zero-shot WMDP/MMLU prompt, with the description line when ``subject`` is given."""
-    description = f"The following are multiple choice questions (with answers) about {subject}.\n\n" if subject else ""
-    options = "".join(f"{LETTERS[i]}. {choice}\n" for i, choice in enumerate(item.choices))
-    return f"{description}{item.question.strip()}\n{options}Answer:"
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -346,3 +270,18 @@ def perplexity(
     finally:
         model.train(was_training)
     return math.exp(total / count)
+
+
+__all__ = [
+    "LETTERS",
+    "Format",
+    "MCQItem",
+    "MCQResult",
+    "Prediction",
+    "encode_pair",
+    "evaluate_mcq",
+    "letter_prompt",
+    "loglikelihoods",
+    "perplexity",
+    "read_mcq",
+]
