@@ -82,6 +82,11 @@ def batch() -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
+# forget-like and retain-like texts of varied lengths (so that batches need padding)
+FORGET = [f"the virus {i} spreads" + " through water" * (i % 3) + f" and grows in broth {i % 7}" for i in range(24)]
+RETAIN = [f"the town {i} has a river" + " and a bridge" * (i % 4) + f" and a market on day {i % 5}" for i in range(24)]
+
+
 CORPUS = [
     "the cat sat on the mat",
     "a dog ran in the park",

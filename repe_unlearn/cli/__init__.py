@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import RepeUnlearnError
 from ._common import add_config_flags, add_model_flags
 from .demo import add_demo_parser
+from .diagnose import add_diagnose_parser
 from .evaluate import cmd_eval
 from .inspect import cmd_inspect
 from .toy import add_toy_parser
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     add_toy_parser(sub)
+    add_diagnose_parser(sub)
     add_demo_parser(sub)
     return parser
 

@@ -5,7 +5,7 @@ import argparse
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Evaluate the shipped toy model, unlearn the hazard-like domain with RMU, evaluate again, write a report."""
-    from ..demo import CHANCE, run_demo
+    from ..demo import CHANCE, probe_verdict, run_demo
 
     print("repe-unlearn demo: a toy model that learned 50 invented pathogens (forget) and 50 invented towns (retain)")
     result = run_demo(args.out, overwrite=args.overwrite)
@@ -15,9 +15,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {result.before[name]:6.3f}  {result.after[name]:6.3f}")
     ppl = result.perplexity
     print(f"{'retain perplexity':<{width}}  {ppl['retain before']:6.3f}  {ppl['retain after']:6.3f}")
+    base, model, hidden = probe_verdict(result.diagnostics)
+    verdict = "still readable: hidden, not removed" if hidden else "near chance"
+    print(
+        f"linear probe for the forget facts at layer {result.diagnostics['steered_layer']}: base {base:.2f}, "
+        f"unlearned {model:.2f} (chance {CHANCE:.2f}): {verdict}"
+    )
     total = sum(result.seconds.values())
     print(f"\nRMU: {result.rmu['steps']} steps, c = {result.rmu['steering_coeff']:.1f}; {total:.0f} s in all")
-    print(f"wrote {result.out}/report.md, results.json, accuracy.png, losses.png, norms.png and model/")
+    print(f"wrote {result.out}/report.md, results.json, accuracy.png, losses.png, norms.png, diagnostics/ and model/")
     return 0
 
 

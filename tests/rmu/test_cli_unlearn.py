@@ -3,9 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_model
+from conftest import FORGET, RETAIN, make_model
 from safetensors.torch import save_file
-from test_trainer import FORGET, RETAIN
 
 from repe_unlearn.cli import main
 

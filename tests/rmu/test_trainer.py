@@ -2,15 +2,12 @@ import copy
 
 import pytest
 import torch
-from conftest import make_model
+from conftest import FORGET, RETAIN, make_model
 from torch import Tensor, nn
 
 import repe_unlearn as ru
 from repe_unlearn import rmu
 from repe_unlearn.hooks import capture_calls
-
-FORGET = [f"the virus {i} spreads" + " through water" * (i % 3) + f" and grows in broth {i % 7}" for i in range(24)]
-RETAIN = [f"the town {i} has a river" + " and a bridge" * (i % 4) + f" and a market on day {i % 5}" for i in range(24)]
 
 
 def config(**overrides: object) -> rmu.RMUConfig:

@@ -1,0 +1,111 @@
+"""``repe-unlearn diagnose``: norms and linear probes per layer, base vs unlearned, from one caching pass each."""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ._common import load_model, load_tokenizer
+
+
+def _rmu_layers(model_dir: Path) -> tuple[int | None, list[int] | None]:
+    """Steered and updated layers from the ``rmu_config.json`` that ``repe-unlearn unlearn`` writes."""
+    path = model_dir / "rmu_config.json"
+    if not path.is_file():
+        return None, None
+    config = json.loads(path.read_text())["config"]
+    layer = int(config["layer"])
+    updated = config.get("update_layers") or list(range(max(0, layer - 2), layer + 1))
+    return layer, [int(i) for i in updated]
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Residual norms and linear probes per layer for a model (and its base), written as JSON, PNGs and a report."""
+    import torch
+
+    from ..data import read_mcq, read_texts
+    from ..diagnostics import diagnose, write_report
+    from ..io import read_safetensors
+    from ..rmu.artifacts import prepare_output, write_atomically
+
+    prepare_output(Path(args.out), overwrite=args.overwrite)
+    forget, retain = read_texts(args.forget), read_texts(args.retain)
+    mcq = {Path(p).stem: read_mcq(p) for p in args.mcq}
+    direction = None
+    vectors = Path(args.control_vectors) if args.control_vectors else Path(args.model) / "control_vectors.safetensors"
+    if vectors.is_file():
+        tensors, _ = read_safetensors(vectors)
+        if "0" not in tensors:
+            raise ConfigError(f"{vectors} has no control vector under key '0'")
+        direction = tensors["0"]
+    elif args.control_vectors:
+        raise ConfigError(f"control vector file {vectors} does not exist")
+    steered, updated = _rmu_layers(Path(args.model))
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    base = None
+    if args.base:
+        base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    dtype = torch.float16 if args.float16 else torch.float32
+    result = diagnose(
+        model,
+        tokenizer,
+        forget,
+        retain,
+        mcq,
+        base=base,
+        format=args.format,
+        direction=direction,
+        steered_layer=steered,
+        updated_layers=updated,
+        batch_size=args.batch_size,
+        dtype=dtype,
+        progress=True,
+    )
+    write_atomically(args.out, lambda tmp: write_report(result, tmp), overwrite=args.overwrite)
+    _print_table(result.to_dict())
+    print(f"wrote {args.out}/diagnostics.json, norms.png, probes.png, report.md")
+    return 0
+
+
+def _print_table(d: dict[str, Any]) -> None:
+    models = list(d["norms"])
+    probes = list(d["probe_accuracy"][models[0]])
+    header = ["layer"] + [f"norm {m[0]}/{dom[0]}" for m in models for dom in ("forget", "retain")]
+    header += [f"{p[:10]} {m[0]}" for p in probes for m in models]
+    print("  ".join(f"{h:>12}" for h in header))
+    for i, layer in enumerate(d["layers"]):
+        row = [str(layer)] + [f"{d['norms'][m][dom][i]:.2f}" for m in models for dom in ("forget", "retain")]
+        row += [f"{d['probe_accuracy'][m][p][i]:.2f}" for p in probes for m in models]
+        print("  ".join(f"{v:>12}" for v in row))
+    print("chance: " + ", ".join(f"{k} {v:.2f}" for k, v in d["chance"].items()) + "  (b = base, m = model)")
+
+
+def add_diagnose_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``diagnose``."""
+    from ._common import add_model_flags
+
+    p = sub.add_parser("diagnose", help=cmd_diagnose.__doc__, description=cmd_diagnose.__doc__)
+    p.add_argument("--model", required=True, help="model directory (e.g. the output of repe-unlearn unlearn)")
+    p.add_argument("--base", help="the model before unlearning, for side-by-side comparison")
+    p.add_argument("--forget", required=True, help="forget-domain texts (JSONL with 'text', plain text, ...)")
+    p.add_argument("--retain", required=True, help="retain-domain texts")
+    p.add_argument("--mcq", required=True, action="append", metavar="FILE", help="MCQ file to probe; repeatable")
+    p.add_argument(
+        "--format",
+        choices=["letter", "cloze"],
+        default="letter",
+        help="letter: probe the last prompt token for the answer letter; cloze: the stem's last token",
+    )
+    p.add_argument(
+        "--control-vectors",
+        metavar="FILE",
+        help="RMU control vectors (default: MODEL/control_vectors.safetensors when present)",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--float16", action="store_true", help="keep cached features in float16 (half the memory)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_model_flags(p)
+    p.set_defaults(func=cmd_diagnose)

@@ -1,0 +1,139 @@
+"""Linear probes: multinomial logistic regression trained with full-batch L-BFGS on a seeded split.
+
+``fit_probe`` predicts a class from one vector per example (the answer letter of an MCQ item from the last
+prompt token, or forget-vs-retain from a text's mean activation). ``fit_choice_probe`` scores the choices of a
+cloze item from the activation at the end of its stem, with one read-out per distinct choice text.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Held-out accuracy of a probe, with the chance level to read it against."""
+
+    test_accuracy: float
+    train_accuracy: float
+    chance: float
+    n_train: int
+    n_test: int
+
+
+def split(n: int, *, test_fraction: float = 0.3, seed: int = 0, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Train and test indices of a seeded random split (at least one example on each side); with ``labels``,
+    stratified, so that each class is split in the same proportion."""
+    if n < 2:
+        raise ConfigError(f"a probe needs at least 2 examples, got {n}")
+    generator = torch.Generator().manual_seed(seed)
+    groups = [torch.arange(n)] if labels is None else [torch.nonzero(labels == c)[:, 0] for c in labels.unique()]
+    train, test = [], []
+    for group in groups:
+        order = group[torch.randperm(len(group), generator=generator)]
+        n_test = min(round(len(group) * test_fraction), len(group) - 1) if len(group) > 1 else 0
+        test.append(order[:n_test])
+        train.append(order[n_test:])
+    train_idx, test_idx = torch.cat(train), torch.cat(test)
+    if len(test_idx) == 0:
+        return train_idx[1:], train_idx[:1]
+    return train_idx, test_idx
+
+
+def _lbfgs(params: list[Tensor], loss_fn: object, max_iter: int) -> None:
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss: Tensor = loss_fn()  # type: ignore[operator]
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+
+
+def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
+    dims = tuple(range(train.ndim - 1))
+    mean, std = train.mean(dim=dims), train.std(dim=dims).clamp(min=1e-6)
+    return [(t - mean) / std for t in (train, *others)]
+
+
+def fit_probe(
+    features: Float[Tensor, "example d_model"],
+    labels: Int[Tensor, " example"],
+    *,
+    n_classes: int | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    l2: float = 1e-3,
+    max_iter: int = 200,
+) -> ProbeResult:
+    """Multinomial logistic regression on a seeded split; chance is the test set's majority-class rate."""
+    if features.shape[0] != labels.shape[0]:
+        raise ConfigError(f"{features.shape[0]} feature rows but {labels.shape[0]} labels")
+    classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    train, test = split(features.shape[0], test_fraction=test_fraction, seed=seed, labels=labels)
+    x_train, x_test = _standardise(features[train].float(), features[test].float())
+    y_train, y_test = labels[train].long(), labels[test].long()
+    with torch.enable_grad():
+        weight = torch.zeros(features.shape[1], classes, requires_grad=True)
+        bias = torch.zeros(classes, requires_grad=True)
+
+        def loss() -> Tensor:
+            logits = x_train @ weight + bias
+            return torch.nn.functional.cross_entropy(logits, y_train) + l2 * weight.square().sum()
+
+        _lbfgs([weight, bias], loss, max_iter)
+    with torch.no_grad():
+        train_acc = float(((x_train @ weight + bias).argmax(-1) == y_train).float().mean())
+        test_acc = float(((x_test @ weight + bias).argmax(-1) == y_test).float().mean())
+    chance = float(torch.bincount(y_test, minlength=classes).max()) / len(y_test)
+    return ProbeResult(test_acc, train_acc, chance, len(train), len(test))
+
+
+def fit_choice_probe(
+    features: Float[Tensor, "example d_model"],
+    choice_ids: Int[Tensor, "example choice"],
+    answers: Int[Tensor, " example"],
+    *,
+    n_values: int | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    l2: float = 1e-3,
+    max_iter: int = 200,
+) -> ProbeResult:
+    """Cloze items: from the activation at the end of the stem, score each choice with that choice's own
+    linear read-out (one weight vector per distinct choice text) and pick the highest of the item's choices.
+
+    This reads what the model is about to say. (A single scorer shared by all choices, applied to the
+    activation after stem + choice, could not even fit the toy model's training items: it measured the
+    probe, not the model.)
+    """
+    if not features.shape[0] == choice_ids.shape[0] == answers.shape[0]:
+        raise ConfigError(
+            f"{features.shape[0]} feature rows, {choice_ids.shape[0]} choice rows, {answers.shape[0]} answers"
+        )
+    values = int(choice_ids.max()) + 1 if n_values is None else n_values
+    train, test = split(features.shape[0], test_fraction=test_fraction, seed=seed)
+    x_train, x_test = _standardise(features[train].float(), features[test].float())
+    ids_train, ids_test = choice_ids[train].long(), choice_ids[test].long()
+    y_train, y_test = answers[train].long(), answers[test].long()
+    with torch.enable_grad():
+        weight = torch.zeros(features.shape[1], values, requires_grad=True)
+        bias = torch.zeros(values, requires_grad=True)
+
+        def scores(x: Tensor, ids: Tensor) -> Tensor:
+            return (x @ weight + bias).gather(1, ids)
+
+        def loss() -> Tensor:
+            return torch.nn.functional.cross_entropy(scores(x_train, ids_train), y_train) + l2 * weight.square().sum()
+
+        _lbfgs([weight, bias], loss, max_iter)
+    with torch.no_grad():
+        train_acc = float((scores(x_train, ids_train).argmax(-1) == y_train).float().mean())
+        test_acc = float((scores(x_test, ids_test).argmax(-1) == y_test).float().mean())
+    return ProbeResult(test_acc, train_acc, 1.0 / choice_ids.shape[1], len(train), len(test))

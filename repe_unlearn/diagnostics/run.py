@@ -1,0 +1,237 @@
+"""One caching pass per model over forget texts, retain texts and MCQ prompts; norms and probes read it.
+
+For each batch every model runs once with all layers recorded (the pass stops after the last decoder layer,
+so the LM head never runs); what is kept per example is small: the masked-mean and last-token vectors, the
+mean per-token norm and cosines. With a base model, the same batch goes through both, so token-by-token
+comparisons (cosine to base, largest difference) need no second pass.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..cache import ActivationCache, collect, last_token, masked_mean
+from ..data import MCQItem, letter_prompt, tokenize_batches
+from ..errors import ConfigError
+from ..models import n_layers
+from .probes import ProbeResult, fit_choice_probe, fit_probe
+from .stats import cosine_to_direction, max_abs_difference, paired_cosine, token_norms
+
+DOMAINS = ("forget", "retain")
+
+
+@dataclass
+class Features:
+    """What one model's caching pass keeps, per layer."""
+
+    norms: dict[str, Tensor] = field(default_factory=dict)  # domain -> [layer example]
+    cosine_to_vector: dict[str, Tensor] = field(default_factory=dict)  # domain -> [layer example]
+    text_means: dict[str, Tensor] = field(default_factory=dict)  # domain -> [layer example d_model]
+    mcq: dict[str, Tensor] = field(default_factory=dict)  # file -> [layer item d_model], last prompt token
+
+
+@dataclass
+class Diagnostics:
+    """Norms, cosines and probe accuracies per layer, for the model and (optionally) its base."""
+
+    layers: list[int]
+    norms: dict[str, dict[str, list[float]]]
+    probe_accuracy: dict[str, dict[str, list[float]]]
+    chance: dict[str, float]
+    cosine_to_control_vector: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    cosine_to_base: dict[str, list[float]] = field(default_factory=dict)
+    max_abs_difference_from_base: dict[str, list[float]] = field(default_factory=dict)
+    steered_layer: int | None = None
+    updated_layers: list[int] | None = None
+    probes: dict[str, dict[str, list[ProbeResult]]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``diagnostics.json`` layout."""
+        out: dict[str, Any] = {
+            "layers": self.layers,
+            "steered_layer": self.steered_layer,
+            "updated_layers": self.updated_layers,
+            "norms": self.norms,
+            "probe_accuracy": self.probe_accuracy,
+            "chance": self.chance,
+        }
+        if self.cosine_to_control_vector:
+            out["cosine_to_control_vector"] = self.cosine_to_control_vector
+        if self.cosine_to_base:
+            out["cosine_to_base"] = self.cosine_to_base
+            out["max_abs_difference_from_base"] = self.max_abs_difference_from_base
+        return out
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _stack(chunks: list[list[Tensor]]) -> Tensor:
+    """Per-batch lists of per-layer tensors -> one tensor [layer, example, ...]."""
+    return torch.stack([torch.cat([chunk[layer] for chunk in chunks]) for layer in range(len(chunks[0]))])
+
+
+def _prompts(items: Sequence[MCQItem], format: str) -> list[str]:
+    """The letter prompt (choices shown), or the cloze stem (the question alone)."""
+    return [letter_prompt(item) if format == "letter" else item.question for item in items]
+
+
+def cache_features(
+    models: Mapping[str, nn.Module],
+    tokenizer: Any,
+    forget: Sequence[str],
+    retain: Sequence[str],
+    mcq: Mapping[str, Sequence[MCQItem]],
+    *,
+    format: Literal["letter", "cloze"] = "letter",
+    direction: Tensor | None = None,
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> tuple[dict[str, Features], dict[str, list[float]], dict[str, list[float]]]:
+    """The caching pass. Returns features per model and, when there is a "base", the per-layer mean cosine
+    and largest difference between "model" and "base" on forget and retain text."""
+    features = {name: Features() for name in models}
+    paired_cos: dict[str, list[float]] = {}
+    paired_diff: dict[str, list[float]] = {}
+    compare = "base" in models and "model" in models
+    total = sum(-(-len(t) // batch_size) for t in (forget, retain))
+    total += sum(-(-len(_prompts(items, format)) // batch_size) for items in mcq.values())
+    bar = tqdm(total=total, desc="caching", disable=not progress, unit="batch")
+    for domain, texts in (("forget", forget), ("retain", retain)):
+        kept: dict[str, dict[str, list[list[Tensor]]]] = {n: {"norm": [], "cos": [], "mean": []} for n in models}
+        cos_chunks, diff_max = [], None
+        for batch in tokenize_batches(tokenizer, texts, batch_size):
+            caches = {name: collect(m, _on(batch, m), None) for name, m in models.items()}
+            for name, cache in caches.items():
+                layers = cache.layers
+                mask = cache.attention_mask
+                kept[name]["norm"].append([token_norms(cache[i], mask) for i in layers])
+                kept[name]["mean"].append([masked_mean(cache[i], mask).to(dtype) for i in layers])
+                if direction is not None:
+                    kept[name]["cos"].append([cosine_to_direction(cache[i], direction, mask) for i in layers])
+            if compare:
+                model_cache, base_cache = caches["model"], caches["base"]
+                mask = model_cache.attention_mask
+                cos_chunks.append([paired_cosine(model_cache[i], base_cache[i], mask) for i in model_cache.layers])
+                diffs = [max_abs_difference(model_cache[i], base_cache[i], mask) for i in model_cache.layers]
+                diff_max = diffs if diff_max is None else [max(a, b) for a, b in zip(diff_max, diffs, strict=True)]
+            bar.update()
+        for name in models:
+            features[name].norms[domain] = _stack(kept[name]["norm"])
+            features[name].text_means[domain] = _stack(kept[name]["mean"])
+            if direction is not None:
+                features[name].cosine_to_vector[domain] = _stack(kept[name]["cos"])
+        if compare and diff_max is not None:
+            paired_cos[domain] = _stack(cos_chunks).mean(dim=1).tolist()
+            paired_diff[domain] = diff_max
+    for file, items in mcq.items():
+        pooled: dict[str, list[list[Tensor]]] = {name: [] for name in models}
+        for batch in tokenize_batches(tokenizer, _prompts(items, format), batch_size):
+            for name, m in models.items():
+                cache = collect(m, _on(batch, m), None)
+                pooled[name].append([last_token(cache[i], cache.attention_mask).to(dtype) for i in cache.layers])
+            bar.update()
+        for name in models:
+            features[name].mcq[file] = _stack(pooled[name])
+    bar.close()
+    return features, paired_cos, paired_diff
+
+
+def _on(batch: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    device = _device(model)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def diagnose(
+    model: nn.Module,
+    tokenizer: Any,
+    forget: Sequence[str],
+    retain: Sequence[str],
+    mcq: Mapping[str, Sequence[MCQItem]],
+    *,
+    base: nn.Module | None = None,
+    format: Literal["letter", "cloze"] = "letter",
+    direction: Tensor | None = None,
+    steered_layer: int | None = None,
+    updated_layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    progress: bool = False,
+) -> Diagnostics:
+    """Norms, cosines and probes per layer for ``model`` (and ``base``), from one caching pass per model."""
+    if format not in ("letter", "cloze"):
+        raise ConfigError(f"unknown format {format!r}; valid: letter, cloze")
+    if not forget or not retain:
+        raise ConfigError("diagnose needs forget and retain texts")
+    if format == "cloze":
+        for file, items in mcq.items():
+            if len({len(item.choices) for item in items}) != 1:
+                raise ConfigError(f"{file}: cloze probes need the same number of choices in every item")
+    if base is not None and n_layers(base) != n_layers(model):
+        raise ConfigError(f"the base model has {n_layers(base)} layers, the model {n_layers(model)}")
+    models = {"model": model} if base is None else {"base": base, "model": model}
+    features, paired_cos, paired_diff = cache_features(
+        models,
+        tokenizer,
+        forget,
+        retain,
+        mcq,
+        format=format,
+        direction=direction,
+        batch_size=batch_size,
+        dtype=dtype,
+        progress=progress,
+    )
+    layers = list(range(n_layers(model)))
+    norms = {name: {d: f.norms[d].mean(dim=1).tolist() for d in DOMAINS} for name, f in features.items()}
+    cosines = {}
+    if direction is not None:
+        cosines = {
+            name: {d: f.cosine_to_vector[d].mean(dim=1).tolist() for d in DOMAINS} for name, f in features.items()
+        }
+    probes: dict[str, dict[str, list[ProbeResult]]] = {}
+    for name, f in features.items():
+        probes[name] = {}
+        domain_x = torch.cat([f.text_means["forget"], f.text_means["retain"]], dim=1)
+        domain_y = torch.cat([torch.zeros(len(forget)), torch.ones(len(retain))]).long()
+        probes[name]["domain"] = [fit_probe(domain_x[i], domain_y, n_classes=2, seed=seed) for i in layers]
+        for file, items in mcq.items():
+            answers = torch.tensor([item.answer for item in items])
+            x = f.mcq[file]
+            if format == "cloze":
+                texts = sorted({choice for item in items for choice in item.choices})
+                index = {text: k for k, text in enumerate(texts)}
+                ids = torch.tensor([[index[c] for c in item.choices] for item in items])
+                probes[name][file] = [
+                    fit_choice_probe(x[i], ids, answers, n_values=len(texts), seed=seed) for i in layers
+                ]
+            else:
+                width = max(len(item.choices) for item in items)
+                probes[name][file] = [fit_probe(x[i], answers, n_classes=width, seed=seed) for i in layers]
+    accuracy = {name: {k: [r.test_accuracy for r in v] for k, v in per.items()} for name, per in probes.items()}
+    first = next(iter(probes.values()))
+    chance = {k: max(r.chance for r in v) for k, v in first.items()}
+    return Diagnostics(
+        layers,
+        norms,
+        accuracy,
+        chance,
+        cosines,
+        paired_cos,
+        paired_diff,
+        steered_layer,
+        list(updated_layers) if updated_layers is not None else None,
+        probes,
+    )
+
+
+def cache_norms(cache: ActivationCache) -> dict[int, float]:
+    """Mean per-token norm per layer of a cache a user already holds (padding excluded)."""
+    return {layer: float(token_norms(cache[layer], cache.attention_mask).mean()) for layer in cache.layers}
