@@ -3,7 +3,7 @@
 from .probes import ProbeResult, fit_choice_probe, fit_probe, split
 from .report import norms_figure, probes_figure, reading, write_report
 from .run import Diagnostics, cache_features, cache_norms, diagnose
-from .stats import cosine_to_direction, max_abs_difference, paired_cosine, token_norms
+from .stats import cosine_to_direction, max_abs_difference, mean_vectors, paired_cosine, token_norms
 
 __all__ = [
     "Diagnostics",
@@ -15,6 +15,7 @@ __all__ = [
     "fit_choice_probe",
     "fit_probe",
     "max_abs_difference",
+    "mean_vectors",
     "norms_figure",
     "paired_cosine",
     "probes_figure",

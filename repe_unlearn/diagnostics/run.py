@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..cache import ActivationCache, collect, last_token, masked_mean
+from ..cache import ActivationCache, collect, last_token
 from ..data import MCQItem, letter_prompt, tokenize_batches
 from ..errors import ConfigError
 from ..models import n_layers
 from .probes import ProbeResult, fit_choice_probe, fit_probe
-from .stats import cosine_to_direction, max_abs_difference, paired_cosine, token_norms
+from .stats import cosine_to_direction, max_abs_difference, mean_vectors, paired_cosine, token_norms
 
 DOMAINS = ("forget", "retain")
 
@@ -71,11 +71,6 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _stack(chunks: list[list[Tensor]]) -> Tensor:
-    """Per-batch lists of per-layer tensors -> one tensor [layer, example, ...]."""
-    return torch.stack([torch.cat([chunk[layer] for chunk in chunks]) for layer in range(len(chunks[0]))])
-
-
 def _prompts(items: Sequence[MCQItem], format: str) -> list[str]:
     """The letter prompt (choices shown), or the cloze stem (the question alone)."""
     return [letter_prompt(item) if format == "letter" else item.question for item in items]
@@ -104,41 +99,42 @@ def cache_features(
     total += sum(-(-len(_prompts(items, format)) // batch_size) for items in mcq.values())
     bar = tqdm(total=total, desc="caching", disable=not progress, unit="batch")
     for domain, texts in (("forget", forget), ("retain", retain)):
-        kept: dict[str, dict[str, list[list[Tensor]]]] = {n: {"norm": [], "cos": [], "mean": []} for n in models}
-        cos_chunks, diff_max = [], None
+        kept: dict[str, dict[str, list[Tensor]]] = {n: {"norm": [], "cos": [], "mean": []} for n in models}
+        cos_chunks: list[Tensor] = []
+        diff_max: Tensor | None = None
         for batch in tokenize_batches(tokenizer, texts, batch_size):
-            caches = {name: collect(m, _on(batch, m), None) for name, m in models.items()}
-            for name, cache in caches.items():
-                layers = cache.layers
-                mask = cache.attention_mask
-                kept[name]["norm"].append([token_norms(cache[i], mask) for i in layers])
-                kept[name]["mean"].append([masked_mean(cache[i], mask).to(dtype) for i in layers])
+            stacks = {}
+            for name, m in models.items():
+                cache = collect(m, _on(batch, m), None)
+                stack, mask = cache.stack(), cache.attention_mask
+                stacks[name] = (stack, mask)
+                kept[name]["norm"].append(token_norms(stack, mask))
+                kept[name]["mean"].append(mean_vectors(stack, mask).to(dtype))
                 if direction is not None:
-                    kept[name]["cos"].append([cosine_to_direction(cache[i], direction, mask) for i in layers])
+                    kept[name]["cos"].append(cosine_to_direction(stack, direction, mask))
             if compare:
-                model_cache, base_cache = caches["model"], caches["base"]
-                mask = model_cache.attention_mask
-                cos_chunks.append([paired_cosine(model_cache[i], base_cache[i], mask) for i in model_cache.layers])
-                diffs = [max_abs_difference(model_cache[i], base_cache[i], mask) for i in model_cache.layers]
-                diff_max = diffs if diff_max is None else [max(a, b) for a, b in zip(diff_max, diffs, strict=True)]
+                (model_stack, mask), (base_stack, _) = stacks["model"], stacks["base"]
+                cos_chunks.append(paired_cosine(model_stack, base_stack, mask))
+                diffs = max_abs_difference(model_stack, base_stack, mask)
+                diff_max = diffs if diff_max is None else torch.maximum(diff_max, diffs)
             bar.update()
         for name in models:
-            features[name].norms[domain] = _stack(kept[name]["norm"])
-            features[name].text_means[domain] = _stack(kept[name]["mean"])
+            features[name].norms[domain] = torch.cat(kept[name]["norm"], dim=1)
+            features[name].text_means[domain] = torch.cat(kept[name]["mean"], dim=1)
             if direction is not None:
-                features[name].cosine_to_vector[domain] = _stack(kept[name]["cos"])
+                features[name].cosine_to_vector[domain] = torch.cat(kept[name]["cos"], dim=1)
         if compare and diff_max is not None:
-            paired_cos[domain] = _stack(cos_chunks).mean(dim=1).tolist()
-            paired_diff[domain] = diff_max
+            paired_cos[domain] = torch.cat(cos_chunks, dim=1).mean(dim=1).tolist()
+            paired_diff[domain] = diff_max.tolist()
     for file, items in mcq.items():
-        pooled: dict[str, list[list[Tensor]]] = {name: [] for name in models}
+        pooled: dict[str, list[Tensor]] = {name: [] for name in models}
         for batch in tokenize_batches(tokenizer, _prompts(items, format), batch_size):
             for name, m in models.items():
                 cache = collect(m, _on(batch, m), None)
-                pooled[name].append([last_token(cache[i], cache.attention_mask).to(dtype) for i in cache.layers])
+                pooled[name].append(torch.stack([last_token(cache[i], cache.attention_mask) for i in cache.layers]))
             bar.update()
         for name in models:
-            features[name].mcq[file] = _stack(pooled[name])
+            features[name].mcq[file] = torch.cat(pooled[name], dim=1).to(dtype)
     bar.close()
     return features, paired_cos, paired_diff
 

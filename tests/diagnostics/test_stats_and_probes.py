@@ -33,9 +33,12 @@ def test_cosines() -> None:
 def test_max_abs_difference_ignores_padding() -> None:
     other = ACTS.clone()
     other[0, 2] += 100  # a pad position
-    assert max_abs_difference(ACTS, other, MASK) == 0.0
+    assert float(max_abs_difference(ACTS, other, MASK)) == 0.0
     other[1, 0, 1] += 0.5
-    assert max_abs_difference(ACTS, other, MASK) == 0.5
+    assert float(max_abs_difference(ACTS, other, MASK)) == 0.5
+    stacked = torch.stack([ACTS, ACTS + 1])
+    assert torch.equal(token_norms(stacked, MASK)[0], token_norms(ACTS, MASK))
+    assert torch.equal(max_abs_difference(stacked, stacked, MASK), torch.zeros(2))
 
 
 def test_cache_norms_on_a_cache_a_user_holds() -> None:
