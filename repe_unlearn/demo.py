@@ -3,6 +3,7 @@
 Writes ``report.md``, ``results.json``, PNG plots and the unlearned model to an output directory.
 """
 
+import copy
 import json
 import os
 import time
@@ -10,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import read_texts
+from .attacks import AttackResult, ablate, gcg_suffix, relearn, with_suffix
+from .data import read_mcq, read_texts
 from .diagnostics import diagnose, reading, write_report
-from .evaluation import evaluate_mcq, perplexity, read_mcq
-from .plots import accuracy_bars, loss_curves, norm_curves
+from .evaluation import evaluate_mcq, perplexity
+from .plots import accuracy_bars, loss_curves, norm_curves, relearning_curve
 from .rmu import preset, unlearn
 from .rmu.artifacts import prepare_output, save_unlearned
 from .toy import SHIPPED_WORLD, load_shipped_model
@@ -32,6 +34,7 @@ class DemoResult:
     seconds: dict[str, float]
     rmu: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    attacks: dict[str, Any] = field(default_factory=dict)
 
 
 def _evaluate(model: Any, tokenizer: Any, items: dict[str, Any]) -> dict[str, float]:
@@ -83,6 +86,10 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
     )
     timings["diagnostics"] = time.perf_counter() - start
 
+    start = time.perf_counter()
+    attacks = _attacks(model, tokenizer, result.directions[0], config.layer)
+    timings["attacks"] = time.perf_counter() - start
+
     history = result.history
     rmu_summary = {
         "config": config.to_dict(),
@@ -94,7 +101,16 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         "final_retain_loss": history[-1].retain_loss,
     }
     perplexities = {"retain before": ppl_before, "retain after": ppl_after}
-    demo = DemoResult(out, before, after, perplexities, timings, rmu_summary, diagnostics.to_dict())
+    demo = DemoResult(
+        out,
+        before,
+        after,
+        perplexities,
+        timings,
+        rmu_summary,
+        diagnostics.to_dict(),
+        {name: a.to_dict() for name, a in attacks.items()},
+    )
 
     def fill(tmp: Path) -> None:
         figures = {
@@ -102,6 +118,11 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
             "losses.png": loss_curves([h.forget_loss for h in history], [h.retain_loss for h in history]),
             "norms.png": norm_curves(
                 [h.forget_norm for h in history], [h.retain_norm for h in history], target=result.coefficients[0]
+            ),
+            "relearning.png": relearning_curve(
+                [p.step for p in attacks["relearn"].curve],
+                {k: [p.accuracy[k] for p in attacks["relearn"].curve] for k in attacks["relearn"].before},
+                chance=CHANCE,
             ),
         }
         for name, figure in figures.items():
@@ -112,6 +133,8 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
             "chance": CHANCE,
             "perplexity": demo.perplexity,
             "rmu": rmu_summary,
+            "diagnostics": demo.diagnostics,
+            "attacks": demo.attacks,
             "seconds": timings,
         }
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -173,6 +196,17 @@ suffixes is what the robustness attacks measure.
 
 {_probe_verdict(demo)}
 
+## Robustness: does the knowledge come back?
+
+All three attacks start from the unlearned model; "held-out" facts are those of the 25 pathogens the attack \
+never saw (`forget_b`), so accuracy regained there is knowledge that was still in the model.
+
+| attack | evaluated on | before | after |
+|---|---|---:|---:|
+{_attack_rows(demo)}
+
+![relearning](relearning.png)
+
 Time: {", ".join(f"{k} {v:.1f} s" for k, v in demo.seconds.items())}. The unlearned model is in `model/` \
 (`repe-unlearn eval --model model --mcq FILE --format cloze` evaluates it).
 """
@@ -203,3 +237,53 @@ def _probe_verdict(demo: DemoResult) -> str:
         f"{model:.2f} (base {base:.2f}, chance {CHANCE:.2f}): the facts are no longer linearly readable there, "
         "which still does not rule out a non-linear read-out."
     )
+
+
+def _attacks(model: Any, tokenizer: Any, direction: Any, layer: int) -> dict[str, AttackResult]:
+    """Relearning on half the pathogens, direction ablation, and an adversarial suffix, on the unlearned model."""
+    held_out = read_mcq(SHIPPED_WORLD / "forget_b_cloze.jsonl")
+    seen = read_mcq(SHIPPED_WORLD / "forget_a_cloze.jsonl")
+    retain_items = read_mcq(SHIPPED_WORLD / "retain_cloze.jsonl")
+
+    def scorer(target: Any, sets: dict[str, Any]) -> Any:
+        return lambda: {
+            name: evaluate_mcq(target, tokenizer, items, format="cloze", batch_size=64).accuracy
+            for name, items in sets.items()
+        }
+
+    sets = {"forget (held-out)": held_out, "retain": retain_items}
+    results = {"ablate": ablate(model, direction, layer, evaluate=scorer(model, sets))}
+    results["ablate"].details["direction"] = "the control vector u"
+    found = gcg_suffix(model, tokenizer, seen, format="cloze", length=8, steps=30, progress=False)
+    before = scorer(model, sets)()
+    after = scorer(model, {name: with_suffix(items, found.text) for name, items in sets.items()})()
+    results["suffix"] = AttackResult("suffix", before, after, details={"suffix": found.text})
+    relearner = copy.deepcopy(model)
+    texts = read_texts(SHIPPED_WORLD / "forget_a.jsonl")
+    results["relearn"] = relearn(
+        relearner,
+        tokenizer,
+        texts,
+        steps=20,
+        evaluate=scorer(relearner, sets),
+        lr=1e-3,
+        batch_size=8,
+        eval_every=2,
+        progress=False,
+    )
+    return results
+
+
+def _attack_rows(demo: DemoResult) -> str:
+    described = {
+        "relearn": "fine-tune 20 steps on the other 25 pathogens' paragraphs",
+        "ablate": "project u out of layers ℓ.. (no training)",
+        "suffix": "GCG suffix optimised on the other 25 pathogens' questions",
+    }
+    rows = []
+    for name, result in demo.attacks.items():
+        for target in result["before"]:
+            rows.append(
+                f"| {described[name]} | {target} | {result['before'][target]:.2f} | {result['after'][target]:.2f} |"
+            )
+    return "\n".join(rows)

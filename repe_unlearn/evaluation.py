@@ -225,6 +225,13 @@ def _scores(
             return [row[: len(item.choices)] for row, item in zip(full, items, strict=True)]
     else:
         pairs = [[encode_pair(tokenizer, item.question, f" {choice}") for choice in item.choices] for item in items]
+    for i, item_pairs in enumerate(pairs):
+        for k, (_, continuation) in enumerate(item_pairs):
+            if not continuation:
+                raise DataError(
+                    f"item {i}, choice {k} ({items[i].choices[k]!r}) tokenizes to nothing with this model's "
+                    "tokenizer; the file does not fit this tokenizer"
+                )
     flat = [pair for item_pairs in pairs for pair in item_pairs]
     values = loglikelihoods(model, tokenizer, flat, batch_size=batch_size, progress=progress)
     out, at = [], 0

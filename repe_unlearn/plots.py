@@ -57,3 +57,21 @@ def norm_curves(forget: Sequence[float], retain: Sequence[float], *, target: flo
     ax.set_title("Activation norm at the steered layer")
     ax.legend(fontsize=8)
     return fig
+
+
+def relearning_curve(
+    steps: Sequence[int], accuracy: Mapping[str, Sequence[float]], *, chance: float | None = None
+) -> Figure:
+    """Accuracy per evaluation set against fine-tuning steps of a relearning attack."""
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for name, values in accuracy.items():
+        ax.plot(steps, values, marker="o", markersize=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("relearning step")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Relearning attack")
+    ax.legend(fontsize=8)
+    return fig

@@ -16,7 +16,19 @@ def test_demo_runs_end_to_end_and_unlearns(tmp_path: Path, capsys: pytest.Captur
     assert results["before"]["forget (pathogens)"] >= 0.9 and results["before"]["retain (towns)"] >= 0.9
     assert results["after"]["forget (pathogens)"] <= 0.32
     assert results["before"]["retain (towns)"] - results["after"]["retain (towns)"] <= 0.02
-    for name in ("report.md", "accuracy.png", "losses.png", "norms.png", "model/rmu_delta.safetensors"):
+    assert set(results["attacks"]) == {"relearn", "ablate", "suffix"}
+    for attack in results["attacks"].values():
+        assert set(attack["before"]) == {"forget (held-out)", "retain"}
+    assert results["diagnostics"]["max_abs_difference_from_base"]["forget"][:2] == [0.0, 0.0]
+    for name in (
+        "report.md",
+        "accuracy.png",
+        "losses.png",
+        "norms.png",
+        "relearning.png",
+        "diagnostics/probes.png",
+        "model/rmu_delta.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert "![accuracy](accuracy.png)" in (out / "report.md").read_text()
     assert main(["demo", "--out", str(out)]) == 2  # an existing demo directory is not overwritten

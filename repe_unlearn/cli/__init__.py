@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import RepeUnlearnError
 from ._common import add_config_flags, add_model_flags
+from .attack import add_attack_parser
 from .demo import add_demo_parser
 from .diagnose import add_diagnose_parser
 from .evaluate import cmd_eval
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_toy_parser(sub)
     add_diagnose_parser(sub)
+    add_attack_parser(sub)
     add_demo_parser(sub)
     return parser
 

@@ -21,9 +21,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"linear probe for the forget facts at layer {result.diagnostics['steered_layer']}: base {base:.2f}, "
         f"unlearned {model:.2f} (chance {CHANCE:.2f}): {verdict}"
     )
+    print("\nattacks on the unlearned model (forget accuracy on held-out pathogens, before -> after):")
+    for name, attack in result.attacks.items():
+        key = "forget (held-out)"
+        print(f"  {name:<8} {attack['before'][key]:.3f} -> {attack['after'][key]:.3f}")
     total = sum(result.seconds.values())
     print(f"\nRMU: {result.rmu['steps']} steps, c = {result.rmu['steering_coeff']:.1f}; {total:.0f} s in all")
-    print(f"wrote {result.out}/report.md, results.json, accuracy.png, losses.png, norms.png, diagnostics/ and model/")
+    print(f"wrote {result.out}/report.md, results.json, plots, diagnostics/ and model/")
     return 0
 
 

@@ -1,0 +1,12 @@
+"""Attacks on unlearned models: relearning, direction ablation, adversarial suffixes (does the knowledge return?).
+
+Each takes an ``evaluate`` callable (or returns what to evaluate with), so the CLI and the demo decide how to
+score: the attacks never import the evaluator.
+"""
+
+from .ablate import ablate, mean_difference
+from .relearn import relearn
+from .result import AttackResult, CurvePoint
+from .suffix import Suffix, gcg_suffix, with_suffix
+
+__all__ = ["AttackResult", "CurvePoint", "Suffix", "ablate", "gcg_suffix", "mean_difference", "relearn", "with_suffix"]

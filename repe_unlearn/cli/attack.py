@@ -1,0 +1,218 @@
+"""``repe-unlearn attack relearn|ablate|suffix``: does unlearned knowledge come back? The model on disk is
+never modified: attacks run on the copy in memory."""
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ._common import add_model_flags, load_model, load_tokenizer
+
+
+def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[], dict[str, float]]:
+    from ..data import read_mcq
+    from ..evaluation import evaluate_mcq
+
+    item_sets = {Path(p).stem: read_mcq(p) for p in args.eval_mcq}
+
+    def evaluate() -> dict[str, float]:
+        return {
+            name: evaluate_mcq(
+                model, tokenizer, items, format=args.format, subject=args.subject, batch_size=args.batch_size, name=name
+            ).accuracy
+            for name, items in item_sets.items()
+        }
+
+    return evaluate
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.json} exists; pass --overwrite to replace it")
+
+
+def _finish(args: argparse.Namespace, result: Any) -> int:
+    print(f"{'':<28}{'before':>8}{'after':>8}")
+    for name in result.before:
+        print(f"{name:<28}{result.before[name]:8.3f}{result.after[name]:8.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_relearn(args: argparse.Namespace) -> int:
+    """Fine-tune the model on a corpus and evaluate every k steps: does held-out knowledge come back?"""
+    from ..attacks import relearn
+    from ..data import read_texts
+
+    _check_outputs(args)
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    texts = read_texts(args.train, text_field=args.text_field)
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    result = relearn(
+        model,
+        tokenizer,
+        texts,
+        steps=args.steps,
+        evaluate=_evaluator(args, model, tokenizer),
+        lr=args.lr,
+        batch_size=args.train_batch_size,
+        eval_every=args.eval_every,
+        params=args.params,
+        lora_rank=args.lora_rank,
+        seed=args.seed,
+    )
+    for point in result.curve:
+        loss = f"  loss {point.loss:.3f}" if point.loss is not None else ""
+        print(f"step {point.step:>5}: " + ", ".join(f"{k} {v:.3f}" for k, v in point.accuracy.items()) + loss)
+    return _finish(args, result)
+
+
+def _rmu_layer(model_dir: Path) -> int | None:
+    path = model_dir / "rmu_config.json"
+    return int(json.loads(path.read_text())["config"]["layer"]) if path.is_file() else None
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Project RMU's direction out of the residual stream at the steered layer and after it, then evaluate."""
+    import torch
+
+    from ..attacks import ablate, mean_difference
+    from ..data import read_texts
+    from ..io import read_safetensors
+
+    _check_outputs(args)
+    layer = args.layer if args.layer is not None else _rmu_layer(Path(args.model))
+    if layer is None:
+        raise ConfigError(f"give --layer: {args.model} has no rmu_config.json to read the steered layer from")
+    if args.direction == "mean-diff":
+        if not args.base:
+            raise ConfigError("--direction mean-diff needs --base (the model before unlearning)")
+        if not args.forget:
+            raise ConfigError("--direction mean-diff needs --forget texts to estimate the direction on")
+    vectors_path = Path(args.control_vectors or Path(args.model) / "control_vectors.safetensors")
+    if args.direction == "control-vector" and not vectors_path.is_file():
+        raise ConfigError(f"no control vector at {vectors_path}; pass --control-vectors or --direction mean-diff")
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    if args.direction == "mean-diff":
+        base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+        direction = mean_difference(model, base, tokenizer, read_texts(args.forget), layer)
+    else:
+        direction = read_safetensors(vectors_path)[0]["0"].to(torch.float32)
+    result = ablate(model, direction, layer, evaluate=_evaluator(args, model, tokenizer))
+    result.details["direction"] = args.direction
+    return _finish(args, result)
+
+
+def cmd_suffix(args: argparse.Namespace) -> int:
+    """Search a universal adversarial suffix (GCG) on some forget items; evaluate held-out items with it."""
+    from ..attacks import AttackResult, gcg_suffix, with_suffix
+    from ..data import read_mcq
+    from ..evaluation import evaluate_mcq
+
+    _check_outputs(args)
+    train = [item for path in args.train_mcq for item in read_mcq(path)]
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    evaluate = _evaluator(args, model, tokenizer)
+    before = evaluate()
+    found = gcg_suffix(
+        model,
+        tokenizer,
+        train,
+        format=args.format,
+        length=args.length,
+        steps=args.steps,
+        top_k=args.top_k,
+        candidates=args.candidates,
+        seed=args.seed,
+    )
+    after = {
+        Path(p).stem: evaluate_mcq(
+            model,
+            tokenizer,
+            with_suffix(read_mcq(p), found.text),
+            format=args.format,
+            subject=args.subject,
+            batch_size=args.batch_size,
+        ).accuracy
+        for p in args.eval_mcq
+    }
+    print(f"suffix: {found.text!r}")
+    result = AttackResult(
+        "suffix", before, after, details={"suffix": found.text, "suffix_ids": found.ids, "objective": found.objective}
+    )
+    return _finish(args, result)
+
+
+def _eval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="the unlearned model directory (never modified)")
+    parser.add_argument(
+        "--eval-mcq",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="MCQ file to evaluate before and after; repeatable",
+    )
+    parser.add_argument("--format", choices=["letter", "cloze"], default="letter", help="as in repe-unlearn eval")
+    parser.add_argument("--subject", help="as in repe-unlearn eval")
+    parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass")
+    parser.add_argument("--json", metavar="OUT", help="write before/after accuracy and the attack's details")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the attack's sampling")
+    add_model_flags(parser)
+
+
+def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``attack relearn``, ``attack ablate`` and ``attack suffix``."""
+    attack = sub.add_parser(
+        "attack", help="relearning, direction-ablation and adversarial-suffix attacks", description=__doc__
+    )
+    kinds = attack.add_subparsers(dest="attack", metavar="ATTACK", required=True)
+
+    p = kinds.add_parser("relearn", help=cmd_relearn.__doc__, description=cmd_relearn.__doc__)
+    _eval_flags(p)
+    p.add_argument("--train", required=True, help="corpus to fine-tune on (e.g. half of the forget entities)")
+    p.add_argument("--steps", type=int, default=50, help="fine-tuning steps (default: 50)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
+    p.add_argument("--train-batch-size", type=int, default=8, help="texts per step (default: 8)")
+    p.add_argument("--eval-every", type=int, default=10, help="evaluate every k steps (default: 10)")
+    p.add_argument("--params", action="append", metavar="GLOB", help="train only matching tensors; repeatable")
+    p.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (needs peft)")
+    p.add_argument("--text-field", default="text", help="JSONL/parquet field holding the text")
+    p.set_defaults(func=cmd_relearn)
+
+    p = kinds.add_parser("ablate", help=cmd_ablate.__doc__, description=cmd_ablate.__doc__)
+    _eval_flags(p)
+    p.add_argument(
+        "--direction",
+        choices=["control-vector", "mean-diff"],
+        default="control-vector",
+        help="the control vector saved with the model, or mean(unlearned) - mean(base) on --forget",
+    )
+    p.add_argument("--base", help="the model before unlearning (for --direction mean-diff)")
+    p.add_argument("--forget", help="forget texts to estimate the mean difference on")
+    p.add_argument("--control-vectors", metavar="FILE", help="default: MODEL/control_vectors.safetensors")
+    p.add_argument("--layer", type=int, help="first layer to ablate at (default: the steered layer of the model)")
+    p.set_defaults(func=cmd_ablate)
+
+    p = kinds.add_parser("suffix", help=cmd_suffix.__doc__, description=cmd_suffix.__doc__)
+    _eval_flags(p)
+    p.add_argument(
+        "--train-mcq",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="items whose right answers the suffix is optimised for; repeatable",
+    )
+    p.add_argument("--length", type=int, default=8, help="suffix tokens (default: 8)")
+    p.add_argument("--steps", type=int, default=40, help="GCG steps (default: 40)")
+    p.add_argument("--top-k", type=int, default=32, help="substitutions considered per position (default: 32)")
+    p.add_argument("--candidates", type=int, default=32, help="candidates scored per step (default: 32)")
+    p.set_defaults(func=cmd_suffix)
