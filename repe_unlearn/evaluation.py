@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import LETTERS, MCQItem, letter_prompt, read_mcq
+from .distributed import all_gather, all_reduce_sum, my_rows
 from .errors import ConfigError, DataError
 
 Format = Literal["letter", "cloze"]
@@ -181,7 +182,10 @@ def evaluate_mcq(
     model.eval()
     try:
         with intervention if intervention is not None else nullcontext():
-            scores = _scores(model, tokenizer, items, format, subject, batch_size, progress)
+            # under torchrun each rank scores a contiguous share of the items; the shares are gathered in order
+            mine = list(items[my_rows(len(items))])
+            local = _scores(model, tokenizer, mine, format, subject, batch_size, progress) if mine else []
+            scores = [row for part in all_gather(local) for row in part]
     finally:
         model.train(was_training)
     predictions = [
@@ -255,6 +259,7 @@ def perplexity(
     encoded = [ids[:limit] for ids in (_encode(tokenizer, t) for t in texts) if len(ids) > 1]
     if not encoded:
         raise DataError("no text of at least two tokens to measure perplexity on")
+    encoded = encoded[my_rows(len(encoded))]  # this rank's share under torchrun
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -276,7 +281,8 @@ def perplexity(
                 count += int(keep.sum())
     finally:
         model.train(was_training)
-    return math.exp(total / count)
+    sums = all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
+    return math.exp(float(sums[0]) / float(sums[1]))
 
 
 __all__ = [

@@ -113,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import transformers
 
+    from ..distributed import init_from_env
+
     transformers.utils.logging.disable_progress_bar()  # per-file load/save bars are noise next to ours
+    init_from_env()  # under torchrun / accelerate launch: join the process group
     try:
         code: int = args.func(args)
         return code

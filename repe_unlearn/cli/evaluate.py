@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..distributed import is_main
 from ..errors import ConfigError
 from ._common import load_model, load_tokenizer
 
@@ -25,6 +26,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     results: dict[str, Any] = {}
     lines = []
+    main_rank = is_main()
     for name, items in item_sets.items():
         result = evaluate_mcq(
             model,
@@ -34,16 +36,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
             subject=args.subject,
             batch_size=args.batch_size,
             name=name,
-            progress=True,
+            progress=main_rank,
         )
         results[name] = result.to_dict()
         norm = f"  acc_norm {result.acc_norm:.4f}" if result.acc_norm is not None else ""
-        print(f"{name:<32} n={result.n:<6} accuracy {result.accuracy:.4f}{norm}")
+        if main_rank:
+            print(f"{name:<32} n={result.n:<6} accuracy {result.accuracy:.4f}{norm}")
         lines += [{"file": name, **vars(p)} for p in result.predictions]
     if texts is not None:
         ppl = perplexity(model, tokenizer, texts, batch_size=args.batch_size)
         results[f"perplexity:{Path(args.perplexity).stem}"] = {"perplexity": ppl, "n": len(texts)}
-        print(f"{'perplexity ' + Path(args.perplexity).stem:<32} n={len(texts):<6} {ppl:.3f}")
+        if main_rank:
+            print(f"{'perplexity ' + Path(args.perplexity).stem:<32} n={len(texts):<6} {ppl:.3f}")
+    if not main_rank:  # under torchrun rank 0 alone writes
+        return 0
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
     if args.predictions:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..distributed import is_main
 from ..errors import ConfigError
 from ._common import config_from_args, load_model, load_tokenizer
 
@@ -49,7 +50,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         from ..models import d_model
 
         directions = load_directions(args.control_vectors, len(forget), d_model(model))
-    log_file = log_path.open("w") if log_path is not None else None
+    log_file = log_path.open("w") if log_path is not None and is_main() else None
 
     def on_step(log: StepLog) -> None:
         if log_file is not None:
@@ -73,6 +74,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         if log_file is not None:
             log_file.close()
     seconds = time.perf_counter() - start
+    if not is_main():  # data parallel: rank 0 alone writes and reports
+        return 0
     save_unlearned(
         out,
         model,

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..cache import collect
 from ..data import pad_id, tokenize_batches
+from ..distributed import all_reduce_sum, is_main, my_rows, world
 from ..errors import ConfigError, DataError, TrainingError
 from ..hooks import _unpack, capture_calls
 from ..models import d_model, decoder_layers, find_layers_path, mlp_down_proj, n_layers, parameter_name
@@ -92,13 +93,18 @@ def parameter_names(model: nn.Module, config: RMUConfig) -> list[str]:
     return chosen
 
 
-def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean squared error over the positions where ``mask`` is 1 (all positions when ``mask`` is None)."""
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None, *, denominator: float | None = None) -> Tensor:
+    """Mean squared error over the positions where ``mask`` is 1 (all positions when ``mask`` is None).
+
+    ``denominator`` replaces the number of averaged values: a rank holding a shard of a global batch divides
+    by the global batch's count, so that the shards' losses add up to the global loss.
+    """
     squared = (pred - target).square()
     if mask is None:
-        return squared.mean()
+        return squared.mean() if denominator is None else squared.sum() / denominator
     keep = mask.to(device=pred.device, dtype=pred.dtype)[..., None]
-    return (squared * keep).sum() / (keep.sum() * pred.shape[-1]).clamp(min=1)
+    count = (keep.sum() * pred.shape[-1]).clamp(min=1) if denominator is None else denominator
+    return (squared * keep).sum() / count
 
 
 def token_norm(acts: Tensor, mask: Tensor | None) -> Tensor:
@@ -213,39 +219,43 @@ def train(
         for p in selected.values():
             p.requires_grad_(True)
         optimizer = torch.optim.AdamW(list(selected.values()), lr=config.lr, eps=1e-6, weight_decay=0.0)
-        bar = tqdm(steps, desc="RMU", disable=not progress, unit="step")
+        size = world()[1]
+        bar = tqdm(steps, desc="RMU", disable=not (progress and is_main()), unit="step")
         for step, (topic, index) in enumerate(bar):
             start = time.perf_counter()
             forget_batch, retain_batch = forget[topic][index], retain[topic][index]
             optimizer.zero_grad(set_to_none=True)
-            h_forget = collect(model, forget_batch, layer, keep_graph=True)[layer]
-            forget_loss = masked_mse(h_forget, targets[topic], _mask(forget_batch, config))
+            forget_loss, h_forget, forget_mask = _sharded_loss(model, forget_batch, layer, targets[topic], config)
             _check_finite(forget_loss, step, "forget")
             forget_loss.backward()  # frees the forget graph before the retain pass builds its own
 
-            handle, calls = capture_calls(model, range(first, layer + 1))
-            with handle:
-                h_retain = collect(model, retain_batch, layer, keep_graph=True)[layer]
-            with torch.no_grad():
-                h_frozen = replay(calls)
-            retain_loss: Tensor = masked_mse(h_retain, h_frozen, _mask(retain_batch, config)) * alphas[topic]
+            retain_loss, h_retain, retain_mask = _sharded_loss(
+                model, retain_batch, layer, None, config, replay=replay, first=first, weight=alphas[topic]
+            )
             _check_finite(retain_loss, step, "retain")
             retain_loss.backward()
+            if size > 1:  # data parallel: every rank holds a shard of the global batch; sum the shards' gradients
+                for p in selected.values():
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    all_reduce_sum(p.grad)
             optimizer.step()
-            loss = forget_loss.detach() + retain_loss.detach()
+            forget_value = all_reduce_sum(forget_loss.detach().clone())
+            retain_value = all_reduce_sum(retain_loss.detach().clone())
+            loss = forget_value + retain_value
             log = StepLog(
                 step=step,
                 topic=topic,
-                forget_loss=float(forget_loss.detach()),
-                retain_loss=float(retain_loss.detach()),
-                loss=float(loss.detach()),
+                forget_loss=float(forget_value),
+                retain_loss=float(retain_value),
+                loss=float(loss),
                 step_seconds=time.perf_counter() - start,
-                forget_norm=float(token_norm(h_forget, _mask(forget_batch, config))),
-                retain_norm=float(token_norm(h_retain, _mask(retain_batch, config))),
+                forget_norm=float(token_norm(h_forget, forget_mask)),
+                retain_norm=float(token_norm(h_retain, retain_mask)),
             )
             result.history.append(log)
             bar.set_postfix(forget=f"{log.forget_loss:.3g}", retain=f"{log.retain_loss:.3g}")
-            if on_step is not None:
+            if on_step is not None and is_main():
                 on_step(log)
     except BaseException:
         with torch.no_grad():
@@ -257,6 +267,46 @@ def train(
             p.requires_grad_(flags[name])
         model.train(was_training)
     return result
+
+
+def _sharded_loss(
+    model: nn.Module,
+    batch: Batch,
+    layer: int,
+    target: Tensor | None,
+    config: RMUConfig,
+    *,
+    replay: "_FrozenReplay | None" = None,
+    first: int = 0,
+    weight: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """This rank's part of a loss over the global ``batch``: its rows, divided by the global count.
+
+    With ``target`` the forget loss (MSE to c·u); without, the retain loss (MSE to the frozen replay), times
+    ``weight``. In one process the rows are all of them and this is the plain loss. Every rank has the whole
+    batch (tokenised the same way), so the global count needs no communication.
+    """
+    full_mask = batch.get("attention_mask")
+    rows = my_rows(batch["input_ids"].shape[0])
+    shard = {k: v[rows] for k, v in batch.items()}
+    mask = None if config.reference_mode else shard.get("attention_mask")
+    width = d_model(model)
+    if config.reference_mode or full_mask is None:
+        denominator = float(batch["input_ids"].numel() * width)
+    else:
+        denominator = float(full_mask.sum()) * width
+    if shard["input_ids"].shape[0] == 0:  # more ranks than rows: this rank contributes nothing
+        return torch.zeros((), requires_grad=True), torch.zeros(0, 0, width), None
+    if target is not None:
+        h = collect(model, shard, layer, keep_graph=True)[layer]
+        return masked_mse(h, target, mask, denominator=denominator), h, mask
+    assert replay is not None  # the retain loss always comes with a replay
+    handle, calls = capture_calls(model, range(first, layer + 1))
+    with handle:
+        h = collect(model, shard, layer, keep_graph=True)[layer]
+    with torch.no_grad():
+        frozen = replay(calls)
+    return masked_mse(h, frozen, mask, denominator=denominator) * weight, h, mask
 
 
 def _check_finite(loss: Tensor, step: int, which: str) -> None:
