@@ -14,10 +14,19 @@ from safetensors.torch import load_file, save_file
 
 from repe_unlearn import rmu
 from repe_unlearn.data import MCQItem
+from repe_unlearn.diagnostics import diagnose
 from repe_unlearn.evaluation import evaluate_mcq, perplexity
 
-CONFIG = rmu.RMUConfig(layer=2, update_layers=(1, 2), steering_coeff=(5.0,), alpha=(10.0,), lr=1e-2, batch_size=5,
-                       max_batches=3, max_length=32)
+CONFIG = rmu.RMUConfig(
+    layer=2,
+    update_layers=(1, 2),
+    steering_coeff=(5.0,),
+    alpha=(10.0,),
+    lr=1e-2,
+    batch_size=5,
+    max_batches=3,
+    max_length=32,
+)
 ITEMS = [MCQItem(f"the town {i} has a", ("river", "bridge", "park"), i % 3) for i in range(7)]
 
 
@@ -27,12 +36,23 @@ def run(batches: dict[str, list[dict[str, torch.Tensor]]], tokenizer: object, ou
     result = rmu.train(model, [batches["forget"]], [batches["retain"]], CONFIG, progress=False)
     scores = evaluate_mcq(model, tokenizer, ITEMS, format="cloze")
     ppl = perplexity(model, tokenizer, RETAIN[:5])
+    diag = diagnose(model, tokenizer, FORGET[:7], RETAIN[:5], {"q": ITEMS}, base=make_model("llama"), format="cloze")
     if not dist.is_initialized() or dist.get_rank() == 0:
         params = dict(model.named_parameters())
-        save_file({n: params[n].detach().contiguous() for n in result.parameter_names}, str(out / "weights.safetensors"))
+        save_file(
+            {n: params[n].detach().contiguous() for n in result.parameter_names}, str(out / "weights.safetensors")
+        )
         losses = [(h.forget_loss, h.retain_loss) for h in result.history]
-        (out / "out.json").write_text(json.dumps({"losses": losses, "scores": [p.scores for p in scores.predictions],
-                                                  "perplexity": ppl}))
+        (out / "out.json").write_text(
+            json.dumps(
+                {
+                    "losses": losses,
+                    "scores": [p.scores for p in scores.predictions],
+                    "perplexity": ppl,
+                    "diagnostics": diag.to_dict(),
+                }
+            )
+        )
 
 
 def worker(rank: int, init: str, batches: dict, tokenizer: object, out: str) -> None:
@@ -64,6 +84,18 @@ def test_two_gloo_ranks_match_one_process(tokenizer: object, tmp_path: Path) -> 
     assert flat[1] == pytest.approx(flat[0], rel=1e-5, abs=1e-9)
     assert [s for row in a["scores"] for s in row] == pytest.approx([s for row in b["scores"] for s in row], abs=1e-4)
     assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-6)
+    for key in ("norms", "cosine_to_base", "max_abs_difference_from_base", "probe_accuracy"):
+        assert json.dumps(a["diagnostics"][key]) == json.dumps(b["diagnostics"][key]) or _close(
+            a["diagnostics"][key], b["diagnostics"][key]
+        )
+
+
+def _close(x: object, y: object) -> bool:
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_close(x[k], y[k]) for k in x)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_close(a, b) for a, b in zip(x, y, strict=True))
+    return abs(float(x) - float(y)) <= 1e-5 * max(1.0, abs(float(x)))  # type: ignore[arg-type]
 
 
 def _tok(tokenizer: object, texts: list[str]) -> object:

@@ -45,8 +45,10 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--dtype, --device, --device-map and --trust-remote-code."""
     parser.add_argument("--dtype", choices=DTYPES, help="load the model in this dtype (default: as saved)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... or auto (device_map='auto' across devices)")
+    parser.add_argument("--device-map", choices=["auto"], dest="device", help="same as --device auto (accelerate)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model dir")
 
 

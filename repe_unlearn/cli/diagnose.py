@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..distributed import is_main
 from ..errors import ConfigError
 from ._common import load_model, load_tokenizer
 
@@ -63,6 +64,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         dtype=dtype,
         progress=True,
     )
+    if not is_main():  # under torchrun rank 0 alone writes
+        return 0
     write_atomically(args.out, lambda tmp: write_report(result, tmp), overwrite=args.overwrite)
     _print_table(result.to_dict())
     print(f"wrote {args.out}/diagnostics.json, norms.png, probes.png, report.md")

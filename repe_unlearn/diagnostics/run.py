@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..cache import ActivationCache, collect, last_token
 from ..data import MCQItem, letter_prompt, tokenize_batches
+from ..distributed import all_gather, is_main, my_rows
 from ..errors import ConfigError
 from ..models import n_layers
 from .probes import ProbeResult, fit_choice_probe, fit_probe
@@ -97,8 +98,9 @@ def cache_features(
     compare = "base" in models and "model" in models
     total = sum(-(-len(t) // batch_size) for t in (forget, retain))
     total += sum(-(-len(_prompts(items, format)) // batch_size) for items in mcq.values())
-    bar = tqdm(total=total, desc="caching", disable=not progress, unit="batch")
-    for domain, texts in (("forget", forget), ("retain", retain)):
+    bar = tqdm(total=total, desc="caching", disable=not (progress and is_main()), unit="batch")
+    for domain, all_texts in (("forget", forget), ("retain", retain)):
+        texts = all_texts[my_rows(len(all_texts))]  # under torchrun: this rank's share, gathered below
         kept: dict[str, dict[str, list[Tensor]]] = {n: {"norm": [], "cos": [], "mean": []} for n in models}
         cos_chunks: list[Tensor] = []
         diff_max: Tensor | None = None
@@ -119,24 +121,33 @@ def cache_features(
                 diff_max = diffs if diff_max is None else torch.maximum(diff_max, diffs)
             bar.update()
         for name in models:
-            features[name].norms[domain] = torch.cat(kept[name]["norm"], dim=1)
-            features[name].text_means[domain] = torch.cat(kept[name]["mean"], dim=1)
+            features[name].norms[domain] = _gathered(kept[name]["norm"])
+            features[name].text_means[domain] = _gathered(kept[name]["mean"])
             if direction is not None:
-                features[name].cosine_to_vector[domain] = torch.cat(kept[name]["cos"], dim=1)
-        if compare and diff_max is not None:
-            paired_cos[domain] = torch.cat(cos_chunks, dim=1).mean(dim=1).tolist()
-            paired_diff[domain] = diff_max.tolist()
+                features[name].cosine_to_vector[domain] = _gathered(kept[name]["cos"])
+        if compare:
+            paired_cos[domain] = _gathered(cos_chunks).mean(dim=1).tolist()
+            maxima = [m for m in all_gather(diff_max) if m is not None]
+            paired_diff[domain] = torch.stack(maxima).amax(dim=0).tolist()
     for file, items in mcq.items():
         pooled: dict[str, list[Tensor]] = {name: [] for name in models}
-        for batch in tokenize_batches(tokenizer, _prompts(items, format), batch_size):
+        prompts = _prompts(items, format)
+        for batch in tokenize_batches(tokenizer, prompts[my_rows(len(prompts))], batch_size):
             for name, m in models.items():
                 cache = collect(m, _on(batch, m), None)
                 pooled[name].append(torch.stack([last_token(cache[i], cache.attention_mask) for i in cache.layers]))
             bar.update()
         for name in models:
-            features[name].mcq[file] = torch.cat(pooled[name], dim=1).to(dtype)
+            features[name].mcq[file] = _gathered(pooled[name]).to(dtype)
     bar.close()
     return features, paired_cos, paired_diff
+
+
+def _gathered(chunks: list[Tensor]) -> Tensor:
+    """Per-batch ``[layer example ...]`` chunks of every rank, concatenated over examples in rank order."""
+    local = torch.cat(chunks, dim=1) if chunks else None
+    parts = [part for part in all_gather(local) if part is not None]
+    return torch.cat(parts, dim=1)
 
 
 def _on(batch: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
