@@ -28,6 +28,10 @@ def load_model(
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype)
     if device == "auto":
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise ConfigError("--device auto spreads the model with accelerate: pip install accelerate")
         kwargs["device_map"] = "auto"
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     if device not in (None, "auto"):
