@@ -134,6 +134,31 @@ class ActivationCache(Mapping[int, Tensor]):
             meta.pop(key, None)
         return cls(acts, point=point, attention_mask=mask, metadata=meta)
 
+    def _repr_html_(self) -> str:
+        """A table per layer for notebooks: shape, dtype, mean per-token norm."""
+        if not self._acts:
+            return f"<b>ActivationCache</b> (point <code>{self.point}</code>, empty)"
+        rows = []
+        for layer in self.layers:
+            acts = self._acts[layer]
+            norms = acts.detach().float().norm(dim=-1)
+            if self.attention_mask is not None and self.attention_mask.shape == norms.shape:
+                norm = float(norms[self.attention_mask.bool()].mean())
+            else:
+                norm = float(norms.mean())
+            rows.append(
+                f"<tr><td>{layer}</td><td>{list(acts.shape)}</td><td>{str(acts.dtype).removeprefix('torch.')}"
+                f"</td><td>{norm:.3g}</td></tr>"
+            )
+        model = self.metadata.get("model", "?")
+        return (
+            f"<b>ActivationCache</b> of <code>{model}</code> at <code>{self.point}</code>, "
+            f"mask: {'yes' if self.attention_mask is not None else 'no'}"
+            "<table><tr><th>layer</th><th>shape</th><th>dtype</th><th>mean token norm</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+
     def __repr__(self) -> str:
         if not self._acts:
             return f"ActivationCache(point={self.point!r}, empty)"

@@ -182,6 +182,20 @@ class ControlVector:
         meta.pop("kind")
         return cls(directions, point=point, metadata=meta)
 
+    def _repr_html_(self) -> str:
+        """A table per layer for notebooks: norm and the first values of each direction."""
+        rows = "".join(
+            f"<tr><td>{layer}</td><td>{float(v.norm()):.4g}</td>"
+            f"<td><code>{[round(x, 3) for x in v[:4].tolist()]} ...</code></td></tr>"
+            for layer, v in self.items()
+        )
+        meta = ", ".join(f"{k}={v}" for k, v in self.metadata.items())
+        return (
+            f"<b>ControlVector</b> at <code>{self.point}</code>, d_model {self.d_model}"
+            + (f" ({meta})" if meta else "")
+            + f"<table><tr><th>layer</th><th>norm</th><th>values</th></tr>{rows}</table>"
+        )
+
     def __repr__(self) -> str:
         norms = ", ".join(f"{k}: {n:.3g}" for k, n in self.norms().items())
         return f"ControlVector(point={self.point!r}, d_model={self.d_model}, norms={{{norms}}})"

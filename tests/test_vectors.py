@@ -167,3 +167,10 @@ def test_from_contrastive_mean_diff_and_pca(llama: nn.Module, tokenizer: object)
     assert float((diffs @ (pca[1] / pca[1].norm())).mean()) == pytest.approx(float(pca[1].norm()), rel=1e-4)
     with pytest.raises(ru.ConfigError, match="equally many"):
         ru.ControlVector.from_contrastive(llama, tokenizer, positive, negative[:1])
+
+
+def test_notebook_reprs(llama: nn.Module, batch: dict[str, Tensor]) -> None:
+    html = random_vector([1, 2])._repr_html_()
+    assert html.count("<tr>") == 3 and "ControlVector" in html
+    cache_html = ru.collect(llama, batch, layers=[0, 3])._repr_html_()
+    assert cache_html.count("<tr>") == 3 and "LlamaForCausalLM" in cache_html

@@ -50,6 +50,21 @@ class Diagnostics:
     updated_layers: list[int] | None = None
     probes: dict[str, dict[str, list[ProbeResult]]] = field(default_factory=dict, repr=False)
 
+    def _repr_html_(self) -> str:
+        """Norms and probe accuracy per layer, as a table, for notebooks."""
+        models = list(self.norms)
+        probes = list(self.probe_accuracy[models[0]])
+        head = "".join(f"<th>norm {m} {d}</th>" for m in models for d in ("forget", "retain"))
+        head += "".join(f"<th>probe {p} ({m})</th>" for p in probes for m in models)
+        rows = ""
+        for i, layer in enumerate(self.layers):
+            mark = " ← steered" if layer == self.steered_layer else ""
+            cells = "".join(f"<td>{self.norms[m][d][i]:.3g}</td>" for m in models for d in ("forget", "retain"))
+            cells += "".join(f"<td>{self.probe_accuracy[m][p][i]:.2f}</td>" for p in probes for m in models)
+            rows += f"<tr><td>{layer}{mark}</td>{cells}</tr>"
+        chance = ", ".join(f"{k} {v:.2f}" for k, v in self.chance.items())
+        return f"<b>Diagnostics</b> (chance: {chance})<table><tr><th>layer</th>{head}</tr>{rows}</table>"
+
     def to_dict(self) -> dict[str, Any]:
         """The ``diagnostics.json`` layout."""
         out: dict[str, Any] = {

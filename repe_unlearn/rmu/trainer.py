@@ -68,6 +68,25 @@ class RMUResult:
     history: list[StepLog] = field(default_factory=list)
     original: dict[str, Tensor] = field(default_factory=dict, repr=False)  # the selected tensors before
 
+    def _repr_html_(self) -> str:
+        """Summary and loss table for notebooks."""
+        first, last = (self.history[0], self.history[-1]) if self.history else (None, None)
+        rows = "".join(
+            f"<tr><td>{label}</td><td>{log.forget_loss:.4g}</td><td>{log.retain_loss:.4g}</td>"
+            f"<td>{log.forget_norm:.4g}</td><td>{log.retain_norm:.4g}</td></tr>"
+            for label, log in (("first step", first), ("last step", last))
+            if log is not None
+        )
+        coeffs = ", ".join(f"{c:.4g}" for c in self.coefficients)
+        norms = ", ".join(f"{n:.4g}" for n in self.frozen_norms)
+        return (
+            f"<b>RMUResult</b>: {len(self.history)} steps, steered layer {self.config.layer}, updated "
+            f"<code>{', '.join(self.parameter_names)}</code><br>c = {coeffs} (frozen norm at ℓ: {norms})"
+            "<table><tr><th></th><th>forget loss</th><th>retain loss</th><th>forget norm</th><th>retain norm</th></tr>"
+            + rows
+            + "</table>"
+        )
+
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else None
         losses = f", last forget {last.forget_loss:.4g}, retain {last.retain_loss:.4g}" if last else ""
