@@ -4,8 +4,9 @@ The public surface is what this file exports; everything else is private. nnsigh
 ``repe_unlearn.nnsight_adapter`` and is imported only when asked for (``import nnsight`` patches globally).
 """
 
-from .cache import ActivationCache, collect, collect_pooled, last_token, masked_mean, record
-from .data import read_texts, tokenize_batches
+from typing import TYPE_CHECKING
+
+from ._lazy import attributes
 from .errors import (
     ArchitectureError,
     ConfigError,
@@ -17,23 +18,72 @@ from .errors import (
     ShapeError,
     TrainingError,
 )
-from .hooks import HookContext, HookFn, HookHandle, active_hooks, attach, remove_hooks
-from .models import (
-    HOOK_POINTS,
-    Architecture,
-    HookPoint,
-    architecture,
-    d_model,
-    decoder_layers,
-    mlp_down_proj,
-    n_layers,
-    register_architecture,
-    resolve_layer,
-    supported_model_types,
-)
-from .vectors import ControlVector, ablate_direction
+
+if TYPE_CHECKING:
+    from ._masking import last_token, masked_mean
+    from .cache import ActivationCache, collect, collect_pooled, record
+    from .data import read_texts, tokenize_batches
+    from .hooks import (
+        HookContext,
+        HookFn,
+        HookHandle,
+        Intervention,
+        Interventions,
+        active_hooks,
+        attach,
+        remove_hooks,
+    )
+    from .models import (
+        HOOK_POINTS,
+        Architecture,
+        HookPoint,
+        architecture,
+        d_model,
+        decoder_layers,
+        input_device,
+        mlp_down_proj,
+        n_layers,
+        register_architecture,
+        resolve_layer,
+        supported_model_types,
+    )
+    from .vectors import ControlVector, ablate_direction
 
 __version__ = "0.1.0"
+
+_WHERE = {  # public name -> the module that defines it, imported on first use
+    "last_token": "._masking",
+    "masked_mean": "._masking",
+    "ActivationCache": ".cache",
+    "collect": ".cache",
+    "collect_pooled": ".cache",
+    "record": ".cache",
+    "read_texts": ".data",
+    "tokenize_batches": ".data",
+    "HookContext": ".hooks",
+    "HookFn": ".hooks",
+    "HookHandle": ".hooks",
+    "Intervention": ".hooks",
+    "Interventions": ".hooks",
+    "active_hooks": ".hooks",
+    "attach": ".hooks",
+    "remove_hooks": ".hooks",
+    "HOOK_POINTS": ".models",
+    "Architecture": ".models",
+    "HookPoint": ".models",
+    "architecture": ".models",
+    "d_model": ".models",
+    "decoder_layers": ".models",
+    "input_device": ".models",
+    "mlp_down_proj": ".models",
+    "n_layers": ".models",
+    "register_architecture": ".models",
+    "resolve_layer": ".models",
+    "supported_model_types": ".models",
+    "ControlVector": ".vectors",
+    "ablate_direction": ".vectors",
+}
+__getattr__, __dir__ = attributes(__name__, _WHERE)
 
 __all__ = [
     "HOOK_POINTS",
@@ -49,6 +99,8 @@ __all__ = [
     "HookHandle",
     "HookPoint",
     "HookPointError",
+    "Intervention",
+    "Interventions",
     "LayerNotFoundError",
     "RepeUnlearnError",
     "ShapeError",
@@ -62,6 +114,7 @@ __all__ = [
     "collect_pooled",
     "d_model",
     "decoder_layers",
+    "input_device",
     "last_token",
     "masked_mean",
     "mlp_down_proj",

@@ -10,46 +10,28 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import einops
 import torch
 from torch import Tensor, nn
 
-from ._typing import Activations, AttentionMask, Pooled, Stacked
-from .errors import ConfigError, LayerNotFoundError
-from .hooks import HookContext, attach, last_positions
+from ._masking import aligned, last_token, masked_mean
+from ._typing import Pooled, Stacked
+from .errors import ConfigError, HookPointError, LayerNotFoundError
+from .hooks import HookContext, attach
 from .io import load_tensors, save_tensors
 from .models import HOOK_POINTS, HookPoint, n_layers, resolve_layers
 
 _KIND = "activation_cache"
 
 
-class _StopForward(Exception):
-    """Raised by the deepest recording hook to end the forward pass; caught by the record() that raised it."""
+class _StopForward(BaseException):
+    """Raised by the deepest recording hook to end the forward pass; caught by the record() that raised it.
+
+    A ``BaseException``, so that a user's ``except Exception`` around the model call cannot swallow it.
+    """
 
     def __init__(self, owner: object) -> None:
         super().__init__("forward pass stopped early by repe_unlearn.record(stop_after=True)")
         self.owner = owner
-
-
-def last_token(acts: Activations, mask: AttentionMask | None = None) -> Pooled:
-    """Activation at the last non-pad position of each row (left or right padding alike)."""
-    if mask is None:
-        return acts[:, -1]
-    keep = last_positions(mask, acts.shape[1]).to(device=acts.device, dtype=torch.bool)
-    if not bool(keep.any(dim=1).all()):
-        raise ConfigError("an attention-mask row has no non-pad position; cannot take its last token")
-    n_pos = acts.shape[1]
-    last = n_pos - 1 - torch.flip(keep, dims=[1]).int().argmax(dim=1)
-    return acts[torch.arange(acts.shape[0], device=acts.device), last]
-
-
-def masked_mean(acts: Activations, mask: AttentionMask | None = None) -> Pooled:
-    """Mean over non-pad positions of each row."""
-    if mask is None:
-        return acts.mean(dim=1)
-    keep = last_positions(mask, acts.shape[1]).to(device=acts.device, dtype=acts.dtype)
-    total = einops.einsum(acts, keep, "batch pos d_model, batch pos -> batch d_model")
-    return total / keep.sum(dim=1, keepdim=True).clamp(min=1)
 
 
 _POOLERS = {"last": last_token, "mean": masked_mean}
@@ -67,7 +49,7 @@ class ActivationCache(Mapping[int, Tensor]):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if point not in HOOK_POINTS:
-            raise ConfigError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
+            raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
         self._acts: dict[int, Tensor] = dict(activations or {})
         self.point: HookPoint = point
         self.attention_mask = attention_mask
@@ -191,12 +173,29 @@ def record(
 ) -> Iterator[ActivationCache]:
     """Record ``point`` at ``layers`` (``None``: all) during the forward passes run inside the block.
 
-    After the block, ``cache[layer]`` holds the last pass's activations. By default they are detached and
-    moved to the CPU (``device``), optionally cast (``dtype``, e.g. ``torch.float16`` to halve memory);
-    ``keep_graph=True`` keeps them attached to autograd on the model's device, for training.
-    ``stop_after=True`` ends the pass right after the deepest recorded point: the statement running the
-    model then exits the block, so make it the block's last statement.
+    After the block, ``cache[layer]`` holds the last pass's activations. By default they are detached
+    *copies* on the CPU (``device``), optionally cast (``dtype``, e.g. ``torch.float16`` to halve memory), so a
+    model that later edits a tensor in place cannot change what was recorded, on any device.
+    ``keep_graph=True`` keeps them attached to autograd on the model's device, for training (cloned, except the
+    last one of a ``stop_after`` pass, which nothing can edit afterwards). Inputs are moved to the device of
+    the input embedding. ``stop_after=True`` ends the pass right after the deepest recorded point: the
+    statement running the model then exits the block, so make it the block's last statement.
+
+    Args:
+        model: a causal LM of a supported architecture (or its base model).
+        layers: layer indices (negative allowed), one index, or ``None`` for every layer.
+        point: the hook point to read (``resid_post`` by default).
+        keep_graph: keep activations attached to autograd, on the model's device.
+        device: where recorded copies go (CPU by default).
+        dtype: cast recorded copies, e.g. ``torch.float16``.
+        stop_after: end the forward pass right after the deepest recorded point.
+
+    Yields:
+        An :class:`ActivationCache`: ``cache[layer]`` is ``[batch pos d_model]``, with ``cache.attention_mask``
+        ``[batch pos]`` of the same pass (None when the pass was given none).
     """
+    if point not in HOOK_POINTS:
+        raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
     indices = resolve_layers(model, layers)
     if keep_graph and (device is not None or dtype is not None):
         raise ConfigError("keep_graph=True keeps activations where the model made them; drop device=/dtype=")
@@ -214,10 +213,14 @@ def record(
             cache._acts.clear()
             mask = ctx.attention_mask
             if mask is not None:
-                mask = last_positions(mask, act.shape[1]).detach().to(target or mask.device)
+                mask = aligned(mask, act.shape[1]).detach().to(target or mask.device, copy=True)
             cache.attention_mask = mask
-        cache._acts[ctx.layer] = act if target is None else act.detach().to(device=target, dtype=dtype)
-        if stop_after and ctx.layer == deepest:
+        last = stop_after and ctx.layer == deepest
+        if target is not None:
+            cache._acts[ctx.layer] = act.detach().to(device=target, dtype=dtype, copy=True)
+        else:
+            cache._acts[ctx.layer] = act if last else act.clone()
+        if last:
             raise _StopForward(owner)
 
     with attach(model, indices, point, store, description="record"):

@@ -28,6 +28,27 @@ def pad_id(tokenizer: Any) -> int:
     return 0
 
 
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens (how prompts and continuations are scored)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def pad_batch(
+    rows: Sequence[Sequence[int]], pad: int, *, side: Literal["left", "right"] = "right"
+) -> tuple[Tensor, Tensor]:
+    """``(input_ids, attention_mask)`` ``[batch pos]`` for token-id rows of any lengths, padded on ``side``."""
+    if side not in ("left", "right"):
+        raise ConfigError(f"padding side must be 'left' or 'right', got {side!r}")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, seq in enumerate(rows):
+        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[row, span] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
 def tokenize_batches(
     tokenizer: Any,
     texts: Sequence[str],
@@ -42,8 +63,8 @@ def tokenize_batches(
 
     Texts longer than ``max_length`` tokens are cut on the right; ``pad_token_id`` overrides :func:`pad_id`.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if padding_side not in ("left", "right"):
         raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     pad = pad_id(tokenizer) if pad_token_id is None else pad_token_id
@@ -52,13 +73,7 @@ def tokenize_batches(
         encoded = tokenizer(chunk, truncation=max_length is not None, max_length=max_length)["input_ids"]
         if any(len(ids) == 0 for ids in encoded):
             raise ConfigError(f"a text in batch starting at item {start} tokenizes to nothing; drop empty texts")
-        width = max(len(ids) for ids in encoded)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, seq in enumerate(encoded):
-            span = slice(width - len(seq), width) if padding_side == "left" else slice(0, len(seq))
-            ids[row, span] = torch.tensor(seq, dtype=torch.long)
-            mask[row, span] = 1
+        ids, mask = pad_batch(encoded, pad, side=padding_side)
         yield {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 

@@ -45,10 +45,21 @@ def my_rows(n: int) -> slice:
     return slice(min(rank * per, n), min((rank + 1) * per, n))
 
 
+def collective_device() -> torch.device:
+    """Where this process's collectives must run: its CUDA device under NCCL (which refuses CPU tensors)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum ``tensor`` over ranks, in place; returns it."""
+    """Sum ``tensor`` over ranks, in place (on the process's collective device); returns it."""
     if world()[1] > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        device = collective_device()
+        sent = tensor if tensor.device == device else tensor.to(device)
+        dist.all_reduce(sent, op=dist.ReduceOp.SUM)
+        if sent is not tensor:
+            tensor.copy_(sent)
     return tensor
 
 

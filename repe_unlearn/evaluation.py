@@ -11,7 +11,6 @@ length-normalised accuracy as lm-eval's ``acc_norm`` (divided by the choice's le
 
 import math
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,9 +18,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import LETTERS, MCQItem, letter_prompt, read_mcq
+from .data import LETTERS, MCQItem, encode, letter_prompt, pad_batch, pad_id, read_mcq
 from .distributed import all_gather, all_reduce_sum, my_rows
 from .errors import ConfigError, DataError
+from .hooks import InterventionLike, as_intervention
+from .models import input_device
 
 Format = Literal["letter", "cloze"]
 
@@ -55,23 +56,15 @@ class MCQResult:
         return out
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Context and continuation token ids, split the way lm-evaluation-harness splits them."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    whole = _encode(tokenizer, context + continuation)
-    context_ids = _encode(tokenizer, context)
+    whole = encode(tokenizer, context + continuation)
+    context_ids = encode(tokenizer, context)
     return context_ids, whole[len(context_ids) :]
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _max_length(model: nn.Module) -> int:
@@ -81,14 +74,6 @@ def _max_length(model: nn.Module) -> int:
         if isinstance(value, int):
             return value
     return 2048
-
-
-def _pad_token(tokenizer: Any) -> int:
-    for key in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, key, None)
-        if isinstance(value, int):
-            return value
-    return 0
 
 
 @torch.no_grad()
@@ -101,7 +86,7 @@ def loglikelihoods(
     progress: bool = False,
 ) -> list[float]:
     """Summed log-probability of each continuation given its context (token ids), right-padded batches."""
-    device, limit, pad = _device(model), _max_length(model), _pad_token(tokenizer)
+    device, limit, pad = input_device(model), _max_length(model), pad_id(tokenizer)
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     out = [0.0] * len(requests)
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring", unit="batch"):
@@ -112,12 +97,7 @@ def loglikelihoods(
             if not continuation:
                 raise DataError(f"request {i} has an empty continuation")
             rows.append(((context or [pad]) + continuation)[-(limit + 1) :][:-1])
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, seq in enumerate(rows):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+        ids, mask = pad_batch(rows, pad)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
         for row, i in enumerate(chunk):
             continuation = requests[i][1]
@@ -137,16 +117,11 @@ def _letter_scores_one_pass(
     Left padding with explicit position ids (so every real token keeps its position) lets the LM head run on
     the last position only.
     """
-    device, limit = _device(model), _max_length(model)
+    device, limit = input_device(model), _max_length(model)
     scores: list[list[float]] = []
     for start in tqdm(range(0, len(contexts), batch_size), disable=not progress, desc="questions", unit="batch"):
         rows = [c[-limit:] for c in contexts[start : start + batch_size]]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, seq in enumerate(rows):
-            ids[row, width - len(seq) :] = torch.tensor(seq)
-            mask[row, width - len(seq) :] = 1
+        ids, mask = pad_batch(rows, pad, side="left")
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(
             input_ids=ids.to(device),
@@ -168,26 +143,42 @@ def evaluate_mcq(
     format: Format = "letter",
     subject: str | None = None,
     batch_size: int = 16,
-    intervention: AbstractContextManager[Any] | None = None,
+    intervention: InterventionLike | None = None,
     name: str = "mcq",
     progress: bool = False,
 ) -> MCQResult:
-    """Accuracy of ``model`` on ``items``; ``intervention`` (e.g. ``vector.apply(model, 4.0)``) is entered
-    around the whole evaluation and exited after it."""
-    if format not in ("letter", "cloze"):
-        raise ConfigError(f"unknown format {format!r}; valid: letter, cloze")
-    if not items:
-        raise DataError(f"{name}: no items to evaluate")
-    was_training = model.training
-    model.eval()
-    try:
-        with intervention if intervention is not None else nullcontext():
+    """Accuracy of ``model`` on ``items``, scored as lm-evaluation-harness scores them.
+
+    Args:
+        model: a causal LM.
+        tokenizer: its tokenizer.
+        items: the questions.
+        format: ``"letter"`` (lm-eval's zero-shot A/B/C/D prompt) or ``"cloze"`` (each choice's text).
+        subject: adds lm-eval's description line about ``subject`` (letter format).
+        batch_size: questions per forward pass (a positive integer).
+        intervention: a lazy intervention (``vector.apply(model, 4.0)``), a list of them, or any context
+            manager; entered around this evaluation only, and always left, also when the evaluation fails.
+        name: the name of this set in the result.
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`MCQResult` with the accuracy, ``acc_norm`` (cloze) and every prediction.
+    """
+    with as_intervention(intervention):
+        if format not in ("letter", "cloze"):
+            raise ConfigError(f"unknown format {format!r}; valid: letter, cloze")
+        if not items:
+            raise DataError(f"{name}: no items to evaluate")
+        _check_batch_size(batch_size)
+        was_training = model.training
+        model.eval()
+        try:
             # under torchrun each rank scores a contiguous share of the items; the shares are gathered in order
             mine = list(items[my_rows(len(items))])
             local = _scores(model, tokenizer, mine, format, subject, batch_size, progress) if mine else []
             scores = [row for part in all_gather(local) for row in part]
-    finally:
-        model.train(was_training)
+        finally:
+            model.train(was_training)
     predictions = [
         Prediction(i, max(range(len(s)), key=s.__getitem__), item.answer, s)
         for i, (item, s) in enumerate(zip(items, scores, strict=True))
@@ -225,7 +216,7 @@ def _scores(
         if one_pass:
             contexts = [item_pairs[0][0] for item_pairs in pairs]
             letter_ids = [ids[0] for ids in letters]
-            full = _letter_scores_one_pass(model, contexts, letter_ids, _pad_token(tokenizer), batch_size, progress)
+            full = _letter_scores_one_pass(model, contexts, letter_ids, pad_id(tokenizer), batch_size, progress)
             return [row[: len(item.choices)] for row, item in zip(full, items, strict=True)]
     else:
         pairs = [[encode_pair(tokenizer, item.question, f" {choice}") for choice in item.choices] for item in items]
@@ -252,11 +243,20 @@ def perplexity(
     texts: Sequence[str],
     *,
     batch_size: int = 8,
-    intervention: AbstractContextManager[Any] | None = None,
+    intervention: InterventionLike | None = None,
 ) -> float:
-    """Token-level perplexity: exp of the mean negative log-likelihood of every token after the first."""
-    device, limit, pad = _device(model), _max_length(model), _pad_token(tokenizer)
-    encoded = [ids[:limit] for ids in (_encode(tokenizer, t) for t in texts) if len(ids) > 1]
+    """Token-level perplexity: exp of the mean negative log-likelihood of every token after the first.
+
+    ``intervention`` is entered around this measurement only (and always left), as in :func:`evaluate_mcq`.
+    """
+    with as_intervention(intervention):
+        return _perplexity(model, tokenizer, texts, batch_size)
+
+
+def _perplexity(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int) -> float:
+    _check_batch_size(batch_size)
+    device, limit, pad = input_device(model), _max_length(model), pad_id(tokenizer)
+    encoded = [ids[:limit] for ids in (encode(tokenizer, t) for t in texts) if len(ids) > 1]
     if not encoded:
         raise DataError("no text of at least two tokens to measure perplexity on")
     encoded = encoded[my_rows(len(encoded))]  # this rank's share under torchrun
@@ -264,25 +264,23 @@ def perplexity(
     was_training = model.training
     model.eval()
     try:
-        with intervention if intervention is not None else nullcontext():
-            for start in range(0, len(encoded), batch_size):
-                rows = encoded[start : start + batch_size]
-                width = max(len(r) for r in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for row, seq in enumerate(rows):
-                    ids[row, : len(seq)] = torch.tensor(seq)
-                    mask[row, : len(seq)] = 1
-                ids, mask = ids.to(device), mask.to(device)
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-                keep = mask[:, 1:].to(nll.dtype)
-                total += float((nll * keep).sum())
-                count += int(keep.sum())
+        for start in range(0, len(encoded), batch_size):
+            ids, mask = pad_batch(encoded[start : start + batch_size], pad)
+            ids, mask = ids.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            keep = mask[:, 1:].to(nll.dtype)
+            total += float((nll * keep).sum())
+            count += int(keep.sum())
     finally:
         model.train(was_training)
     sums = all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
     return math.exp(float(sums[0]) / float(sums[1]))
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 __all__ = [

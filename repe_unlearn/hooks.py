@@ -1,26 +1,40 @@
 """Hook registration: the only module in the package that calls ``register_forward(_pre)_hook``.
 
-An intervention is a function ``fn(activation, ctx) -> new activation | None`` attached at a hook point of
-some layers. ``None`` leaves the activation alone (reading); a returned tensor replaces it. Hooks never edit
-in place, so autograd flows through them (RMU trains through hooked layers).
+An intervention is a function ``fn(activation, ctx) -> new activation | None`` run at a hook point of some
+layers. ``None`` leaves the activation alone (reading); a returned tensor replaces it. Hooks never edit in
+place, so autograd flows through them (RMU trains through hooked layers).
+
+Two forms, one mechanism:
+
+- :class:`Intervention` is a *lazy, reusable* recipe: nothing touches the model until ``with`` enters it,
+  and leaving the block removes its hooks. It can be entered any number of times, composed with ``+`` or a
+  list, and handed to code that enters it later (``evaluate_mcq(..., intervention=iv)``).
+- :func:`attach` hooks the model *now* and returns a :class:`HookHandle`, removed by ``remove()`` or by
+  leaving a ``with`` block; a removed handle cannot be entered again.
 
 Composition: hooks on the same module run in registration order, each seeing the activation as the previous
 one left it (PyTorch's rule). Nested ``with`` blocks therefore compose outer-first, and unwind inner-first.
+
+Every hook sees the attention mask of the forward pass in progress (``ctx.attention_mask``), tracked where
+the pass enters the model (the ``*ForCausalLM`` or its base model) and forgotten when the pass ends.
 """
 
 import inspect
+import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ._typing import AttentionMask
-from .errors import HookPointError, ShapeError
-from .models import HookPoint, hook_module, resolve_layers
+from .errors import ArchitectureError, ConfigError, HookPointError, ShapeError
+from .models import HookPoint, d_model, entry_modules, hook_module, input_device, module_name, resolve_layers
 
 
 @dataclass(frozen=True)
@@ -35,12 +49,127 @@ class HookContext:
 HookFn = Callable[[Tensor, HookContext], Tensor | None]
 
 
-class HookHandle:
-    """Owns the hooks of one intervention. ``remove()`` is idempotent; usable as a context manager."""
+# -- the forward pass in progress: its attention mask, its inputs' device --------------------------------------
+def _mask_index(module: nn.Module) -> int | None:
+    try:
+        names = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("attention_mask") if "attention_mask" in names else None
 
-    def __init__(self, model: nn.Module, handles: list[RemovableHandle], description: str) -> None:
+
+class _PassTracker:
+    """The attention mask of the forward pass running through one model, shared by all its interventions.
+
+    Pre-hooks on every entry module (:func:`~repe_unlearn.models.entry_modules`) note the mask the pass was
+    called with; post-hooks that run even when the pass raises forget it when the outermost call ends, so a
+    mask never outlives its pass. Hooks are registered while at least one intervention is attached.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = weakref.ref(model)
+        self.mask: Tensor | None = None
+        self.depth = 0  # > 0 while a pass that entered through an entry module is running
+        self.users = 0
+        self._handles: list[RemovableHandle] = []
+        self.warned = False
+
+    def acquire(self, model: nn.Module) -> None:
+        if self.users == 0:
+            for module in entry_modules(model):
+                enter = self._enter(_mask_index(module))
+                self._handles.append(module.register_forward_pre_hook(enter, with_kwargs=True, prepend=True))
+                self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+        self.users += 1
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            handles, self._handles = self._handles, []
+            for handle in handles:
+                handle.remove()
+            self.mask, self.depth = None, 0
+
+    def _enter(self, index: int | None) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            outermost = self.depth == 0
+            self.depth += 1
+            mask = kwargs.get("attention_mask")
+            if mask is None and index is not None and len(args) > index:
+                mask = args[index]
+            if isinstance(mask, Tensor):
+                self.mask = mask
+            elif outermost:
+                self.mask = None
+            model = self._model()
+            if not outermost or model is None:
+                return None
+            device = input_device(model)  # read per pass: the model may have moved since the hooks went on
+            moved = _to_device(args, kwargs, device)
+            if moved is not None and self.mask is not None:
+                self.mask = self.mask.to(device)
+            return moved
+
+        return hook
+
+    def _leave(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.depth = max(self.depth - 1, 0)
+        if self.depth == 0:
+            self.mask = None
+
+    @contextmanager
+    def replaying(self, mask: Tensor | None) -> Iterator[None]:
+        """Treat calls made inside the block (layers replayed one by one) as one pass with ``mask``."""
+        saved = (self.mask, self.depth)
+        self.mask, self.depth = mask, self.depth + 1
+        try:
+            yield
+        finally:
+            self.mask, self.depth = saved
+
+
+def _to_device(
+    args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """Inputs moved to ``device`` (the input embedding's), or None when all tensors are already there."""
+
+    def move(value: Any) -> Any:
+        return value.to(device) if isinstance(value, Tensor) and value.device != device else value
+
+    new_args, new_kwargs = tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+    changed = any(a is not b for a, b in zip(new_args, args, strict=True)) or any(
+        new_kwargs[k] is not kwargs[k] for k in kwargs
+    )
+    return (new_args, new_kwargs) if changed else None
+
+
+_TRACKERS: "weakref.WeakKeyDictionary[nn.Module, _PassTracker]" = weakref.WeakKeyDictionary()
+
+
+def _tracker(model: nn.Module) -> _PassTracker:
+    if model not in _TRACKERS:
+        _TRACKERS[model] = _PassTracker(model)
+    return _TRACKERS[model]
+
+
+def replaying(model: nn.Module, attention_mask: Tensor | None) -> AbstractContextManager[None]:
+    """Calls to single layers made inside the block belong to one pass with ``attention_mask``.
+
+    Code that replays decoder layers by hand (RMU's frozen replay) uses this, so that the interventions on
+    the model see the same mask as in the pass that is being replayed.
+    """
+    return _tracker(model).replaying(attention_mask) if model in _TRACKERS else nullcontext()
+
+
+# -- handles --------------------------------------------------------------------------------------------------
+class HookHandle:
+    """Owns the hooks of one attached intervention. ``remove()`` is idempotent; usable as a context manager
+    while attached (entering a removed handle raises: its hooks cannot come back)."""
+
+    def __init__(self, model: nn.Module, handles: list[RemovableHandle], description: str, *, tracked: bool) -> None:
         self._model = weakref.ref(model)
         self._handles = handles
+        self._tracked = tracked
         self.description = description
 
     @property
@@ -56,8 +185,15 @@ class HookHandle:
         model = self._model()
         if model is not None and model in _ACTIVE:
             _ACTIVE[model].discard(self)
+        if handles and self._tracked and model is not None and model in _TRACKERS:
+            _TRACKERS[model].release()
 
     def __enter__(self) -> "HookHandle":
+        if not self.active:
+            raise HookPointError(
+                f"{self.description} was already removed; an attached handle works once. Use the lazy form "
+                "(vector.apply(model, ...), ru.Intervention(...)) to enter an intervention many times"
+            )
         return self
 
     def __exit__(
@@ -100,12 +236,101 @@ def _unpack(output: Any, where: str) -> tuple[Tensor, Callable[[Tensor], Any]]:
     raise HookPointError(f"the output of {where} is a {type(output).__name__}, not a tensor or a tuple led by one")
 
 
-def _mask_position(model: nn.Module) -> int | None:
+@dataclass(frozen=True)
+class _Target:
+    layer: int
+    module: nn.Module
+    kind: str  # "pre" or "post"
+    where: str  # for messages: "mlp_out of layer 3 (model.layers.3.mlp)"
+
+
+def _targets(model: nn.Module, layers: int | Iterable[int] | None, point: HookPoint) -> list[_Target]:
+    found = []
+    for layer in resolve_layers(model, layers):
+        module, kind = hook_module(model, layer, point)
+        found.append(_Target(layer, module, kind, f"{point} of layer {layer} ({module_name(model, module)})"))
+    return found
+
+
+def _width(model: nn.Module) -> int | None:
     try:
-        names = list(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
+        return d_model(model)
+    except ArchitectureError:  # a registered custom model without a config: check the rank alone
         return None
-    return names.index("attention_mask") if "attention_mask" in names else None
+
+
+def _check_activation(act: Tensor, width: int | None, where: str) -> None:
+    if act.ndim != 3 or (width is not None and act.shape[-1] != width):
+        expected = "d_model" if width is None else f"d_model={width}"
+        raise ShapeError(
+            f"{where} gives an activation of shape {tuple(act.shape)}; hook points must give "
+            f"[batch pos {expected}]. Register an Architecture whose hook point names a module with that output"
+        )
+
+
+def _checked(new: Any, old: Tensor, where: str) -> Tensor:
+    """A hook's replacement, cast back to the activation's dtype and device (a float32 result in a bf16 model)."""
+    if not isinstance(new, Tensor) or new.shape != old.shape:
+        got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+        raise ShapeError(f"a hook at {where} returned {got}; return None or a tensor of shape {tuple(old.shape)}")
+    return new.to(dtype=old.dtype, device=old.device)
+
+
+def _register(model: nn.Module, targets: list[_Target], fn: HookFn, point: HookPoint, label: str) -> HookHandle:
+    tracker = _tracker(model)
+    width = _width(model)
+
+    def context(layer: int) -> HookContext:
+        if tracker.depth == 0 and not tracker.warned:
+            tracker.warned = True
+            warnings.warn(
+                f"a forward pass reached a hook of {type(model).__name__} without entering it or its base model; "
+                "the attention mask is unknown, so hooks see attention_mask=None (padding counts as real)",
+                stacklevel=4,
+            )
+        return HookContext(layer, point, tracker.mask)
+
+    def make_post(target: _Target) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            act, rebuild = _unpack(output, target.where)
+            _check_activation(act, width, target.where)
+            new = fn(act, context(target.layer))
+            return None if new is None else rebuild(_checked(new, act, target.where))
+
+        return hook
+
+    def make_pre(target: _Target) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if args and isinstance(args[0], Tensor):
+                act = args[0]
+                _check_activation(act, width, target.where)
+                new = fn(act, context(target.layer))
+                return None if new is None else ((_checked(new, act, target.where), *args[1:]), kwargs)
+            hidden = kwargs.get("hidden_states")
+            if not isinstance(hidden, Tensor):
+                raise HookPointError(f"{target.where} received no hidden_states tensor (positional or keyword)")
+            _check_activation(hidden, width, target.where)
+            new = fn(hidden, context(target.layer))
+            return None if new is None else (args, {**kwargs, "hidden_states": _checked(new, hidden, target.where)})
+
+        return hook
+
+    handles: list[RemovableHandle] = []
+    tracker.acquire(model)
+    try:
+        for target in targets:
+            if target.kind == "pre":
+                handles.append(target.module.register_forward_pre_hook(make_pre(target), with_kwargs=True))
+            else:
+                handles.append(target.module.register_forward_hook(make_post(target)))
+    except BaseException:
+        for handle in handles:
+            handle.remove()
+        tracker.release()
+        raise
+    group = HookHandle(model, handles, f"{label} at {point} of layers {[t.layer for t in targets]}", tracked=True)
+    _ACTIVE.setdefault(model, set()).add(group)
+    return group
 
 
 def attach(
@@ -116,61 +341,157 @@ def attach(
     *,
     description: str | None = None,
 ) -> HookHandle:
-    """Run ``fn`` at ``point`` of each of ``layers`` (``None``: all; negative indices allowed).
+    """Run ``fn`` at ``point`` of each of ``layers`` from now on; the explicit, handle-returning form.
 
-    Returns a :class:`HookHandle`; ``with attach(...):`` removes the hooks when the block ends, also on error.
-    Everything is validated before the first hook is registered, so a bad argument leaves no hook behind.
+    Args:
+        model: a causal LM of a supported architecture (or its base model).
+        layers: layer indices (negative allowed), one index, or ``None`` for every layer.
+        point: ``"resid_pre"``, ``"resid_post"``, ``"mlp_out"`` or ``"attn_out"``.
+        fn: ``fn(activation [batch pos d_model], ctx) -> replacement | None``.
+        description: a label for ``repr`` and :func:`active_hooks`.
+
+    Returns:
+        A :class:`HookHandle`; ``handle.remove()`` or leaving ``with attach(...):`` removes the hooks, also on
+        error. Everything is validated before the first hook is registered, so a bad argument leaves no hook.
     """
-    indices = resolve_layers(model, layers)
-    targets = [(layer, *hook_module(model, layer, point)) for layer in indices]
-    mask_index = _mask_position(model)
-    state: dict[str, Tensor | None] = {"mask": None}
+    label = description or str(getattr(fn, "__name__", "hook"))
+    return _register(model, _targets(model, layers, point), fn, point, label)
 
-    def track_mask(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        mask = kwargs.get("attention_mask")
-        if mask is None and mask_index is not None and len(args) > mask_index:
-            mask = args[mask_index]
-        state["mask"] = mask if isinstance(mask, Tensor) else None
 
-    def make_post(layer: int, where: str) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-            act, rebuild = _unpack(output, where)
-            new = fn(act, HookContext(layer, point, state["mask"]))
-            return None if new is None else rebuild(_checked(new, act, where))
+# -- lazy interventions -----------------------------------------------------------------------------------------
+class Intervention:
+    """A reusable, lazy intervention: hooks attached when ``with`` enters it and removed when the block ends.
 
-        return hook
+    Building one validates everything (layers, hook point, sizes) and touches nothing; each ``with`` attaches
+    a fresh set of hooks, so the same object can be entered any number of times, handed to a function that
+    enters it later, or combined: ``iv_a + iv_b`` (or ``[iv_a, iv_b]`` where an intervention is accepted)
+    enters both, in order. Entering an intervention that is already active raises, since it would then act
+    twice. :meth:`attach` is the explicit, handle-returning form.
+    """
 
-    def make_pre(layer: int, where: str) -> Callable[..., Any]:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if args and isinstance(args[0], Tensor):
-                new = fn(args[0], HookContext(layer, point, state["mask"]))
-                return None if new is None else ((_checked(new, args[0], where), *args[1:]), kwargs)
-            act = kwargs.get("hidden_states")
-            if not isinstance(act, Tensor):
-                raise HookPointError(f"{where} received no hidden_states tensor (positional or keyword)")
-            new = fn(act, HookContext(layer, point, state["mask"]))
-            return None if new is None else (args, {**kwargs, "hidden_states": _checked(new, act, where)})
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: int | Iterable[int] | None,
+        point: HookPoint,
+        fn: HookFn,
+        *,
+        description: str | None = None,
+    ) -> None:
+        self.model = model
+        self._targets = _targets(model, layers, point)
+        self.point: HookPoint = point
+        self.fn = fn
+        self.description = description or str(getattr(fn, "__name__", "hook"))
+        self._handle: HookHandle | None = None
 
-        return hook
+    @property
+    def layers(self) -> list[int]:
+        """The (non-negative) layers this intervention hooks."""
+        return [t.layer for t in self._targets]
 
-    handles = [model.register_forward_pre_hook(track_mask, with_kwargs=True)]
-    try:
-        for layer, module, kind in targets:
-            where = f"{point} of layer {layer}"
-            if kind == "pre":
-                handles.append(module.register_forward_pre_hook(make_pre(layer, where), with_kwargs=True))
-            else:
-                handles.append(module.register_forward_hook(make_post(layer, where)))
-    except BaseException:
-        for handle in handles:
+    @property
+    def active(self) -> bool:
+        """Whether a ``with`` block of this intervention is running."""
+        return self._handle is not None
+
+    def attach(self) -> HookHandle:
+        """Attach the hooks now and return their :class:`HookHandle` (independent of ``with`` blocks)."""
+        return _register(self.model, self._targets, self.fn, self.point, self.description)
+
+    def __enter__(self) -> "Intervention":
+        if self._handle is not None:
+            raise ConfigError(f"{self!r} is already active; entering it again would apply it twice")
+        self._handle = self.attach()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
             handle.remove()
-        raise
-    label = description or getattr(fn, "__name__", "hook")
-    group = HookHandle(model, handles, f"{label} at {point} of layers {indices}")
-    _ACTIVE.setdefault(model, set()).add(group)
-    return group
+
+    def __add__(self, other: "InterventionLike") -> "Interventions":
+        return Interventions([self, other])
+
+    def __radd__(self, other: object) -> "Interventions":
+        if isinstance(other, int) and other == 0:  # sum([...]) starts from 0
+            return Interventions([self])
+        return Interventions([other, self])  # type: ignore[list-item]
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "not attached"
+        return f"Intervention({self.description} at {self.point} of layers {self.layers}, {state})"
 
 
+class Interventions:
+    """Several interventions entered together, in order (and left in reverse order), as one."""
+
+    def __init__(self, items: Iterable["InterventionLike"]) -> None:
+        flat: list[AbstractContextManager[Any]] = []  # Interventions flattened into their items
+        for item in items:
+            if isinstance(item, Interventions):
+                flat.extend(item.items)
+            elif isinstance(item, AbstractContextManager):
+                flat.append(item)
+            else:
+                raise ConfigError(
+                    f"cannot compose a {type(item).__name__}; interventions are context managers such as "
+                    "vector.apply(model, coeff) or ru.ablate_direction(model, r, layers)"
+                )
+        self.items: list[AbstractContextManager[Any]] = flat
+        self._stack: ExitStack | None = None
+
+    def __enter__(self) -> "Interventions":
+        if self._stack is not None:
+            raise ConfigError("these interventions are already active; entering them again would apply them twice")
+        with ExitStack() as stack:
+            for item in self.items:
+                stack.enter_context(item)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.__exit__(exc_type, exc, tb)
+
+    def __add__(self, other: "InterventionLike") -> "Interventions":
+        return Interventions([self, other])
+
+    def __radd__(self, other: object) -> "Interventions":
+        if isinstance(other, int) and other == 0:  # sum([...]) starts from 0
+            return self
+        return Interventions([other, self])  # type: ignore[list-item]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"Interventions({self.items!r})"
+
+
+InterventionLike = AbstractContextManager[Any] | Interventions | Sequence[AbstractContextManager[Any]]
+
+
+def as_intervention(value: InterventionLike | None) -> AbstractContextManager[Any]:
+    """One context manager for what a user may pass as ``intervention=``: None, one, or a list of them."""
+    if value is None:
+        return nullcontext()
+    if isinstance(value, (list, tuple)):
+        return Interventions(value)
+    if isinstance(value, (AbstractContextManager, Interventions)):
+        return value
+    raise ConfigError(
+        f"intervention= takes a context manager (vector.apply(model, coeff), ru.ablate_direction(...)) or a list "
+        f"of them, got {type(value).__name__}"
+    )
+
+
+# -- replaying layers ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerCall:
     """The arguments one decoder layer was called with (hidden states first), to replay it later."""
@@ -197,7 +518,10 @@ def capture_calls(model: nn.Module, layers: int | Iterable[int] | None) -> tuple
     """Keep the arguments (masks, position embeddings, ...) each of ``layers`` is called with.
 
     Replaying a stretch of layers from a cached residual stream needs exactly these, and they differ by
-    architecture and even by layer (Gemma2's sliding-window layers get their own mask).
+    architecture and even by layer (Gemma2's sliding-window layers get their own mask). The capture runs
+    before every other pre-hook of the layer, so it keeps what the layer was *given*, before any
+    ``resid_pre`` intervention edited it: a replay through the layer applies that intervention once more,
+    exactly as the pass did.
     """
     indices = resolve_layers(model, layers)
     calls: dict[int, LayerCall] = {}
@@ -208,32 +532,24 @@ def capture_calls(model: nn.Module, layers: int | Iterable[int] | None) -> tuple
         def keep(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], layer: int = layer) -> None:
             calls[layer] = LayerCall(args, dict(kwargs))
 
-        handles.append(module.register_forward_pre_hook(keep, with_kwargs=True))
-    group = HookHandle(model, handles, f"capture_calls of layers {indices}")
+        handles.append(module.register_forward_pre_hook(keep, with_kwargs=True, prepend=True))
+    group = HookHandle(model, handles, f"capture_calls of layers {indices}", tracked=False)
     _ACTIVE.setdefault(model, set()).add(group)
     return group, calls
-
-
-def _checked(new: Any, old: Tensor, where: str) -> Tensor:
-    if not isinstance(new, Tensor) or new.shape != old.shape:
-        got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
-        raise ShapeError(f"a hook at {where} returned {got}; return None or a tensor of shape {tuple(old.shape)}")
-    return new
-
-
-def last_positions(mask: AttentionMask, n_pos: int) -> Tensor:
-    """The part of ``mask`` that covers the last ``n_pos`` positions (all of it outside cached generation)."""
-    return mask[:, -n_pos:]
 
 
 __all__ = [
     "HookContext",
     "HookFn",
     "HookHandle",
+    "Intervention",
+    "InterventionLike",
+    "Interventions",
     "LayerCall",
     "active_hooks",
+    "as_intervention",
     "attach",
     "capture_calls",
-    "last_positions",
     "remove_hooks",
+    "replaying",
 ]

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
+import torch
 from torch import nn
 
 from .errors import ArchitectureError, HookPointError, LayerNotFoundError
@@ -148,12 +149,39 @@ def resolve_layer(model: nn.Module, layer: int) -> int:
 
 
 def resolve_layers(model: nn.Module, layers: int | Iterable[int] | None) -> list[int]:
-    """Sorted unique non-negative indices; ``None`` means every layer."""
+    """Sorted unique non-negative indices; ``None`` means every layer. An empty selection is refused."""
     if layers is None:
         return list(range(n_layers(model)))
     if isinstance(layers, int):
         layers = [layers]
-    return sorted({resolve_layer(model, layer) for layer in layers})
+    indices = sorted({resolve_layer(model, layer) for layer in layers})
+    if not indices:
+        raise LayerNotFoundError("no layer selected (an empty list); pass layer indices, or None for every layer")
+    return indices
+
+
+def entry_modules(model: nn.Module) -> list[nn.Module]:
+    """Where a forward pass through the decoder layers can start: ``model`` and each module between it and
+    the layer list (the ``*ForCausalLM`` and its base ``model.model``, ``transformer``, ...), outermost first."""
+    parts = find_layers_path(model).split(".")
+    found = [model]
+    for depth in range(1, len(parts)):
+        module = _get(model, ".".join(parts[:depth]))
+        if module is not None and not isinstance(module, nn.ModuleList):
+            found.append(module)
+    return found
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device of the input embedding: where token ids and masks must be for a forward pass to start."""
+    get_emb = getattr(model, "get_input_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
+    weight = getattr(emb, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return weight.device
+    for param in model.parameters():
+        return param.device
+    raise ArchitectureError(f"{type(model).__name__} has no parameters; cannot tell its device")
 
 
 def d_model(model: nn.Module) -> int:
@@ -181,6 +209,14 @@ def _submodule(model: nn.Module, layer: int, path: str, what: str) -> nn.Module:
             f"its children are {[n for n, _ in block.named_children()]}. Register a corrected Architecture"
         )
     return found
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    """The dotted name of ``module`` inside ``model`` (``"model.layers.3.mlp"``), for error messages."""
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name or type(module).__name__
+    return type(module).__name__
 
 
 def hook_module(model: nn.Module, layer: int, point: str) -> tuple[nn.Module, Literal["pre", "post"]]:

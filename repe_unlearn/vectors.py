@@ -1,29 +1,48 @@
 """Control vectors: one direction per layer, with algebra, steering, directional ablation and safetensors I/O."""
 
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, SupportsFloat
 
 import einops
 import torch
 from torch import Tensor, nn
 
+from ._masking import aligned
 from ._typing import Activations, Direction
 from .cache import collect_pooled
 from .data import tokenize_batches
-from .errors import ConfigError, ShapeError
-from .hooks import HookContext, HookHandle, attach, last_positions
+from .errors import ConfigError, HookPointError, ShapeError
+from .hooks import HookContext, HookHandle, Intervention
 from .io import load_tensors, save_tensors
-from .models import HOOK_POINTS, HookPoint, d_model, resolve_layer, resolve_layers
+from .models import HOOK_POINTS, HookPoint, d_model, input_device, resolve_layer, resolve_layers
 
 _KIND = "control_vector"
 
 
-def _check_direction(layer: int, vector: Any) -> Tensor:
+def _check_direction(layer: int | str, vector: Any) -> Tensor:
     if not isinstance(vector, Tensor) or vector.ndim != 1 or not vector.is_floating_point():
         got = f"shape {tuple(vector.shape)} {vector.dtype}" if isinstance(vector, Tensor) else type(vector).__name__
         raise ShapeError(f"direction for layer {layer} must be a 1-D float tensor of size d_model, got {got}")
     return vector
+
+
+def _unit(layer: int | str, vector: Tensor) -> Tensor:
+    norm = vector.float().norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise ShapeError(f"direction for layer {layer} has norm {float(norm)}; a direction must be finite and non-zero")
+    return vector / norm.to(vector.dtype)
+
+
+def _scalar(value: Any) -> float:
+    """A real scalar (Python, numpy or a 0-d tensor) as a float; anything else is refused."""
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_complex():
+        return float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
+    raise TypeError(f"a ControlVector can be scaled by a real scalar (int, float, numpy or 0-d tensor), not {got}")
 
 
 class ControlVector:
@@ -42,7 +61,7 @@ class ControlVector:
         if not directions:
             raise ConfigError("a ControlVector needs at least one layer")
         if point not in HOOK_POINTS:
-            raise ConfigError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
+            raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
         checked = {int(layer): _check_direction(layer, v) for layer, v in directions.items()}
         sizes = {v.shape[0] for v in checked.values()}
         if len(sizes) > 1:
@@ -94,75 +113,108 @@ class ControlVector:
     def __sub__(self, other: "ControlVector") -> "ControlVector":
         return self._combine(other, -1.0)
 
-    def __mul__(self, scalar: float | int) -> "ControlVector":
-        if not isinstance(scalar, (int, float)):
-            return NotImplemented
-        return ControlVector({k: v * scalar for k, v in self.items()}, point=self.point, metadata=self.metadata)
+    # numpy must not treat a vector as a sequence of layers: ``np.float32(2) * v`` calls ``v.__rmul__``
+    __array_ufunc__ = None
+
+    def __mul__(self, scalar: Any) -> "ControlVector":
+        factor = _scalar(scalar)
+        return ControlVector({k: v * factor for k, v in self.items()}, point=self.point, metadata=self.metadata)
 
     __rmul__ = __mul__
 
-    def __truediv__(self, scalar: float | int) -> "ControlVector":
-        return self * (1.0 / scalar)
+    def __truediv__(self, scalar: Any) -> "ControlVector":
+        factor = _scalar(scalar)
+        if factor == 0:
+            raise ZeroDivisionError("a ControlVector divided by zero")
+        return self * (1.0 / factor)
 
     def __neg__(self) -> "ControlVector":
         return self * -1.0
 
     def normalized(self) -> "ControlVector":
-        """Each layer's direction scaled to unit norm."""
-        return ControlVector({k: v / v.norm() for k, v in self.items()}, point=self.point, metadata=self.metadata)
+        """Each layer's direction scaled to unit norm (a zero direction is refused: it has none)."""
+        return ControlVector({k: _unit(k, v) for k, v in self.items()}, point=self.point, metadata=self.metadata)
 
     def norms(self) -> dict[int, float]:
         """L2 norm per layer."""
         return {k: float(v.norm()) for k, v in self.items()}
 
     # -- interventions -------------------------------------------------------------------------------------
-    def _resolved(self, model: nn.Module, layers: Iterable[int] | None) -> dict[int, Tensor]:
+    def resolved(self, model: nn.Module, layers: Iterable[int] | None = None) -> dict[int, list[Tensor]]:
+        """The directions per non-negative layer of ``model``: negative keys resolved against it.
+
+        Two keys that name the same layer of this model (``-1`` and ``5`` on a 6-layer model) both stay, in
+        key order; steering adds them both, ablation projects out the span of both.
+        """
         width = d_model(model)
         if self.d_model != width:
             raise ShapeError(f"control vector has size {self.d_model} but the model's d_model is {width}")
-        chosen = self.layers if layers is None else list(layers)
-        resolved: dict[int, Tensor] = {}
-        for layer in chosen:
-            if layer not in self.directions:
-                raise ConfigError(f"layer {layer} has no direction in this vector; it has layers {self.layers}")
-            resolved[resolve_layer(model, layer)] = self.directions[layer]
-        return resolved
-
-    def attach(
-        self,
-        model: nn.Module,
-        coeff: float = 1.0,
-        *,
-        layers: Iterable[int] | None = None,
-        only_non_pad: bool = False,
-    ) -> HookHandle:
-        """Add ``coeff * v[layer]`` at every position (or only non-pad ones) of each layer; returns a handle."""
-        directions = self._resolved(model, layers)
-
-        def steer(act: Activations, ctx: HookContext) -> Activations:
-            delta = coeff * directions[ctx.layer].to(device=act.device, dtype=act.dtype)
-            if not only_non_pad or ctx.attention_mask is None:
-                return act + delta
-            keep = last_positions(ctx.attention_mask, act.shape[1]).to(device=act.device, dtype=act.dtype)
-            return act + einops.einsum(keep, delta, "batch pos, d_model -> batch pos d_model")
-
-        return attach(model, list(directions), self.point, steer, description=f"steer(coeff={coeff})")
+        if layers is None:
+            chosen = self.layers
+        else:
+            wanted = set(resolve_layers(model, layers))
+            chosen = [k for k in self.layers if resolve_layer(model, k) in wanted]
+            missing = sorted(wanted - {resolve_layer(model, k) for k in chosen})
+            if missing:
+                raise ConfigError(f"layer(s) {missing} have no direction in this vector; it has layers {self.layers}")
+        out: dict[int, list[Tensor]] = {}
+        for key in chosen:
+            out.setdefault(resolve_layer(model, key), []).append(self.directions[key])
+        return dict(sorted(out.items()))
 
     def apply(
         self,
         model: nn.Module,
-        coeff: float = 1.0,
+        coeff: SupportsFloat = 1.0,
+        *,
+        layers: Iterable[int] | None = None,
+        only_non_pad: bool = False,
+    ) -> Intervention:
+        """Steering as a lazy, reusable intervention: ``with vector.apply(model, coeff):``.
+
+        Args:
+            model: the model to steer; nothing is hooked until a ``with`` block enters the result.
+            coeff: the scale of each layer's direction (any real scalar).
+            layers: a subset of this vector's layers (default: all of them).
+            only_non_pad: add the direction at real positions only (per the pass's attention mask).
+
+        Returns:
+            An :class:`~repe_unlearn.Intervention` adding ``coeff * v[layer]`` at this vector's hook point of
+            each layer while a ``with`` block runs; it may be entered again, composed with ``+``, or passed as
+            ``intervention=`` to the evaluation.
+        """
+        factor = _scalar(coeff)
+        directions = {layer: sum(vs[1:], vs[0]) for layer, vs in self.resolved(model, layers).items()}
+
+        def steer(act: Activations, ctx: HookContext) -> Activations:
+            delta = factor * directions[ctx.layer].to(device=act.device, dtype=act.dtype)
+            if not only_non_pad or ctx.attention_mask is None:
+                return act + delta
+            keep = aligned(ctx.attention_mask, act.shape[1]).to(device=act.device, dtype=act.dtype)
+            return act + einops.einsum(keep, delta, "batch pos, d_model -> batch pos d_model")
+
+        return Intervention(model, list(directions), self.point, steer, description=f"steer(coeff={factor:g})")
+
+    def attach(
+        self,
+        model: nn.Module,
+        coeff: SupportsFloat = 1.0,
         *,
         layers: Iterable[int] | None = None,
         only_non_pad: bool = False,
     ) -> HookHandle:
-        """``with vector.apply(model, coeff):`` steers inside the block and removes the hooks after it."""
-        return self.attach(model, coeff, layers=layers, only_non_pad=only_non_pad)
+        """Steer from now on (the explicit form of :meth:`apply`); returns the :class:`HookHandle` to remove."""
+        return self.apply(model, coeff, layers=layers, only_non_pad=only_non_pad).attach()
 
-    def ablate(self, model: nn.Module, *, layers: Iterable[int] | None = None) -> HookHandle:
-        """Project each layer's direction out of that layer's activation (directional ablation)."""
-        directions = self._resolved(model, layers)
-        return attach(model, list(directions), self.point, _projector(directions), description="ablate")
+    def ablate(self, model: nn.Module, *, layers: Iterable[int] | None = None) -> Intervention:
+        """Directional ablation as a lazy intervention: project each layer's direction out of that layer.
+
+        Returns:
+            An :class:`~repe_unlearn.Intervention` replacing ``h`` by ``h - (h·r̂) r̂`` at each layer while a
+            ``with`` block runs (zero directions are refused).
+        """
+        bases = {layer: _basis(layer, vs) for layer, vs in self.resolved(model, layers).items()}
+        return Intervention(model, list(bases), self.point, _projector(bases), description="ablate")
 
     # -- files ---------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
@@ -228,7 +280,7 @@ class ControlVector:
             )
         if method not in ("mean_diff", "pca"):
             raise ConfigError(f"unknown method {method!r}; valid: mean_diff, pca")
-        device = next(model.parameters()).device
+        device = input_device(model)
         acts = {}
         for name, texts in (("positive", positive), ("negative", negative)):
             batches = tokenize_batches(tokenizer, texts, batch_size, device=device)
@@ -248,13 +300,20 @@ def _principal(diffs: Tensor) -> Tensor:
     return top * scale  # the sign of scale orients it along the mean difference
 
 
-def _projector(directions: Mapping[int, Tensor]) -> Any:
-    units = {layer: v / v.norm() for layer, v in directions.items()}
+def _basis(layer: int, vectors: Sequence[Tensor]) -> Tensor:
+    """``[k d_model]`` orthonormal rows spanning ``vectors`` (one unit vector when there is one)."""
+    units = [_unit(layer, v.float()) for v in vectors]
+    if len(units) == 1:
+        return units[0][None]
+    q, r = torch.linalg.qr(torch.stack(units).T)
+    return q[:, r.diagonal().abs() > 1e-6].T
 
+
+def _projector(bases: Mapping[int, Tensor]) -> Any:
     def project_out(act: Activations, ctx: HookContext) -> Activations:
-        unit = units[ctx.layer].to(device=act.device, dtype=act.dtype)
-        along = einops.einsum(act, unit, "batch pos d_model, d_model -> batch pos")
-        return act - einops.einsum(along, unit, "batch pos, d_model -> batch pos d_model")
+        basis = bases[ctx.layer].to(device=act.device, dtype=act.dtype)
+        along = einops.einsum(act, basis, "batch pos d_model, k d_model -> batch pos k")
+        return act - einops.einsum(along, basis, "batch pos k, k d_model -> batch pos d_model")
 
     return project_out
 
@@ -265,11 +324,24 @@ def ablate_direction(
     layers: int | Iterable[int] | None,
     *,
     point: HookPoint = "resid_post",
-) -> HookHandle:
-    """Project one direction out of ``point`` at each of ``layers`` (e.g. the steered layer and all after)."""
-    direction = _check_direction(-1, direction)
+) -> Intervention:
+    """Project one direction out of ``point`` at each of ``layers`` (e.g. the steered layer and all after).
+
+    Args:
+        model: the model; nothing is hooked until a ``with`` block enters the result.
+        direction: ``[d_model]``, finite and non-zero (its length does not matter).
+        layers: layer indices (negative allowed), one index, or ``None`` for every layer.
+        point: the hook point (``resid_post`` by default).
+
+    Returns:
+        A lazy, reusable :class:`~repe_unlearn.Intervention`.
+    """
+    direction = _check_direction("(ablate_direction)", direction)
     width = d_model(model)
     if direction.shape[0] != width:
         raise ShapeError(f"direction has size {direction.shape[0]} but the model's d_model is {width}")
+    if point not in HOOK_POINTS:
+        raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
     indices = resolve_layers(model, layers)
-    return attach(model, indices, point, _projector(dict.fromkeys(indices, direction)), description="ablate")
+    basis = _unit("(ablate_direction)", direction.float())[None]
+    return Intervention(model, indices, point, _projector(dict.fromkeys(indices, basis)), description="ablate")

@@ -55,5 +55,5 @@ def test_tokenize_batches_pads_either_side(tokenizer: object) -> None:
     n = int(right["attention_mask"][1].sum())
     assert torch.equal(right["input_ids"][1, :n], left["input_ids"][1, -n:])
     assert bool((left["input_ids"][1, :-n] == 2).all()) and bool((right["attention_mask"][1, n:] == 0).all())
-    with pytest.raises(ru.ConfigError, match="batch_size must be at least 1"):
+    with pytest.raises(ru.ConfigError, match="batch_size must be a positive integer"):
         next(ru.tokenize_batches(tokenizer, texts, 0))

@@ -99,7 +99,7 @@ def test_hook_sees_attention_mask_of_the_pass(llama: nn.Module, batch: dict[str,
 
 
 def test_wrong_shape_from_a_hook_is_a_clear_error(llama: nn.Module, batch: dict[str, Tensor]) -> None:
-    with pytest.raises(ru.ShapeError, match=r"resid_post of layer 1 returned \(3, 7\)"):
+    with pytest.raises(ru.ShapeError, match=r"resid_post of layer 1 \(model.layers.1\) returned \(3, 7\)"):
         with ru.attach(llama, 1, "resid_post", lambda act, ctx: act[..., 0]):
             run(llama, batch)
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data import tokenize_batches
 from ..errors import ConfigError
+from ..models import input_device
 from .result import AttackResult, CurvePoint
 
 Evaluate = Callable[[], dict[str, float]]
@@ -78,7 +79,7 @@ def relearn(
     rng = random.Random(seed)
     order: list[str] = []
     curve = [CurvePoint(0, before)]
-    device = next(model.parameters()).device
+    device = input_device(model)
     was_training = trained.training
     trained.eval()  # dropout off, as in RMU: the attack is deterministic given the seed
     try:

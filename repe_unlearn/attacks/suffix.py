@@ -17,8 +17,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data import LETTERS, MCQItem, letter_prompt, pad_id
+from ..data import LETTERS, MCQItem, encode, letter_prompt, pad_batch, pad_id
 from ..errors import ConfigError
+from ..models import input_device
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,6 @@ class Suffix:
     text: str
     ids: list[int]
     objective: list[float]
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _parts(item: MCQItem, format: str) -> tuple[str, str, str]:
@@ -54,7 +51,7 @@ def _allowed(tokenizer: Any) -> Tensor:
     for token_id in range(len(tokenizer)):
         text = tokenizer.decode([token_id])
         whole_word = token_id not in special and len(text) > 1 and text[0] == " " and text[1:].isalpha()
-        if whole_word and _encode(tokenizer, text) == [token_id]:
+        if whole_word and encode(tokenizer, text) == [token_id]:
             allowed.append(token_id)
     if not allowed:
         raise ConfigError("the tokenizer has no whole-word tokens to build a suffix from")
@@ -65,7 +62,7 @@ class _Batch:
     """Token ids of (prefix, rest, answer) per item, and the loss of a suffix on them."""
 
     def __init__(self, tokenizer: Any, items: Sequence[MCQItem], format: str, device: torch.device) -> None:
-        self.parts = [[_encode(tokenizer, p) for p in _parts(item, format)] for item in items]
+        self.parts = [[encode(tokenizer, p) for p in _parts(item, format)] for item in items]
         if any(not answer for _, _, answer in self.parts):
             raise ConfigError("an answer tokenizes to nothing; the items do not fit this tokenizer")
         self.pad, self.device = pad_id(tokenizer), device
@@ -78,13 +75,9 @@ class _Batch:
                 seq = prefix + suffix + rest + answer
                 rows.append(seq)
                 spans.append((len(seq) - len(answer), len(seq)))
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        ids, mask = pad_batch(rows, self.pad)
         target = torch.zeros_like(ids, dtype=torch.bool)
-        for i, (row, (start, end)) in enumerate(zip(rows, spans, strict=True)):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        for i, (start, end) in enumerate(spans):
             target[i, start:end] = True
         return ids.to(self.device), mask.to(self.device), target.to(self.device)
 
@@ -115,7 +108,7 @@ def gcg_suffix(
             raise ConfigError(f"{name} must be at least 1, got {value}")
     if not items:
         raise ConfigError("no items to optimise the suffix on")
-    device = next(model.parameters()).device
+    device = input_device(model)
     embeddings = model.get_input_embeddings().weight  # type: ignore[operator,union-attr]
     allowed = _allowed(tokenizer).to(device)
     rng = random.Random(seed)

@@ -1,9 +1,10 @@
 """Diagnostics: representation norms and linear probes per layer, from one activation cache per model."""
 
+from .._masking import token_norms
 from .probes import ProbeResult, fit_choice_probe, fit_probe, split
 from .report import norms_figure, probes_figure, reading, write_report
 from .run import Diagnostics, cache_features, cache_norms, diagnose
-from .stats import cosine_to_direction, max_abs_difference, mean_vectors, paired_cosine, token_norms
+from .stats import cosine_to_direction, max_abs_difference, paired_cosine
 
 __all__ = [
     "Diagnostics",
@@ -15,7 +16,6 @@ __all__ = [
     "fit_choice_probe",
     "fit_probe",
     "max_abs_difference",
-    "mean_vectors",
     "norms_figure",
     "paired_cosine",
     "probes_figure",

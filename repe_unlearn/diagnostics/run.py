@@ -14,13 +14,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..cache import ActivationCache, collect, last_token
+from .._masking import last_token, masked_mean, token_norms
+from ..cache import ActivationCache, collect
 from ..data import MCQItem, letter_prompt, tokenize_batches
 from ..distributed import all_gather, is_main, my_rows
 from ..errors import ConfigError
-from ..models import n_layers
+from ..models import input_device, n_layers
 from .probes import ProbeResult, fit_choice_probe, fit_probe
-from .stats import cosine_to_direction, max_abs_difference, mean_vectors, paired_cosine, token_norms
+from .stats import cosine_to_direction, max_abs_difference, paired_cosine
 
 DOMAINS = ("forget", "retain")
 
@@ -83,10 +84,6 @@ class Diagnostics:
         return out
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _prompts(items: Sequence[MCQItem], format: str) -> list[str]:
     """The letter prompt (choices shown), or the cloze stem (the question alone)."""
     return [letter_prompt(item) if format == "letter" else item.question for item in items]
@@ -126,7 +123,7 @@ def cache_features(
                 stack, mask = cache.stack(), cache.attention_mask
                 stacks[name] = (stack, mask)
                 kept[name]["norm"].append(token_norms(stack, mask))
-                kept[name]["mean"].append(mean_vectors(stack, mask).to(dtype))
+                kept[name]["mean"].append(masked_mean(stack, mask).to(dtype))
                 if direction is not None:
                     kept[name]["cos"].append(cosine_to_direction(stack, direction, mask))
             if compare:
@@ -166,7 +163,7 @@ def _gathered(chunks: list[Tensor]) -> Tensor:
 
 
 def _on(batch: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    device = _device(model)
+    device = input_device(model)
     return {k: v.to(device) for k, v in batch.items()}
 
 

@@ -5,11 +5,41 @@
 ``apply_delta`` rebuilds an unlearned model from its base.
 """
 
-from .artifacts import apply_delta, base_fingerprint, load_delta, save_delta, save_unlearned
-from .config import PRESETS, RMUConfig, preset
-from .reference import reference_rmu
-from .targets import directions_from, load_directions, random_directions, save_directions
-from .trainer import RMUResult, StepLog, make_batches, masked_mse, parameter_names, schedule, train, unlearn
+from typing import TYPE_CHECKING
+
+from .._lazy import attributes
+
+if TYPE_CHECKING:
+    from .artifacts import apply_delta, base_fingerprint, load_delta, save_delta, save_unlearned
+    from .config import PRESETS, RMUConfig, preset
+    from .reference import reference_rmu
+    from .targets import directions_from, load_directions, random_directions, save_directions
+    from .trainer import RMUResult, StepLog, make_batches, masked_mse, parameter_names, schedule, train, unlearn
+
+_WHERE = {  # public name -> the module that defines it, imported on first use
+    "apply_delta": ".artifacts",
+    "base_fingerprint": ".artifacts",
+    "load_delta": ".artifacts",
+    "save_delta": ".artifacts",
+    "save_unlearned": ".artifacts",
+    "PRESETS": ".config",
+    "RMUConfig": ".config",
+    "preset": ".config",
+    "reference_rmu": ".reference",
+    "directions_from": ".targets",
+    "load_directions": ".targets",
+    "random_directions": ".targets",
+    "save_directions": ".targets",
+    "RMUResult": ".trainer",
+    "StepLog": ".trainer",
+    "make_batches": ".trainer",
+    "masked_mse": ".trainer",
+    "parameter_names": ".trainer",
+    "schedule": ".trainer",
+    "train": ".trainer",
+    "unlearn": ".trainer",
+}
+__getattr__, __dir__ = attributes(__name__, _WHERE)
 
 __all__ = [
     "PRESETS",

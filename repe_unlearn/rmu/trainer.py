@@ -25,12 +25,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from .._masking import mean_token_norm, real_positions
 from ..cache import collect
 from ..data import pad_id, tokenize_batches
 from ..distributed import all_reduce_sum, is_main, my_rows, world
 from ..errors import ConfigError, DataError, TrainingError
-from ..hooks import _unpack, capture_calls
-from ..models import d_model, decoder_layers, find_layers_path, mlp_down_proj, n_layers, parameter_name
+from ..hooks import HookHandle, LayerCall, _unpack, capture_calls, replaying
+from ..models import d_model, decoder_layers, find_layers_path, input_device, mlp_down_proj, n_layers, parameter_name
 from ..vectors import ControlVector
 from .config import RMUConfig
 from .targets import directions_from, random_directions
@@ -121,18 +122,9 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None, *, denominator
     squared = (pred - target).square()
     if mask is None:
         return squared.mean() if denominator is None else squared.sum() / denominator
-    keep = mask.to(device=pred.device, dtype=pred.dtype)[..., None]
+    keep = real_positions(mask, pred, pred.dtype)[..., None]
     count = (keep.sum() * pred.shape[-1]).clamp(min=1) if denominator is None else denominator
     return (squared * keep).sum() / count
-
-
-def token_norm(acts: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean per-token L2 norm over the positions where ``mask`` is 1."""
-    norms = acts.detach().float().norm(dim=-1)
-    if mask is None:
-        return norms.mean()
-    keep = mask.to(device=norms.device, dtype=norms.dtype)
-    return (norms * keep).sum() / keep.sum().clamp(min=1)
 
 
 def make_batches(texts: Sequence[str], config: RMUConfig, *, name: str, shuffle_seed: int = 0) -> list[list[str]]:
@@ -153,9 +145,17 @@ def schedule(n_topics: int, lengths: Sequence[int], max_batches: int, epochs: in
 
 
 class _FrozenReplay:
-    """Computes the frozen model's h_ℓ from a captured pass without a second model."""
+    """Computes the frozen model's h_ℓ from a captured pass without a second model.
+
+    :meth:`capturing` keeps the arguments layers first..ℓ are called with during the updated pass; calling
+    the replay then runs those layers again from the captured input of the first updated layer, with frozen
+    copies of the selected tensors swapped in. Interventions on the model act in the replay as in the pass,
+    each exactly once: the capture keeps the first layer's input from *before* any ``resid_pre`` hook, and the
+    replay runs inside the pass's attention mask.
+    """
 
     def __init__(self, model: nn.Module, names: list[str], first: int, layer: int) -> None:
+        self.model = model
         self.layers = decoder_layers(model)
         self.first, self.layer = first, layer
         prefix = find_layers_path(model)
@@ -170,15 +170,20 @@ class _FrozenReplay:
                 raise ConfigError(f"{name} lies in layer {index}, outside the updated range {first}..{layer}")
             self.frozen.setdefault(index, {})[local] = params[name].detach().clone()
 
-    def __call__(self, calls: Mapping[int, Any]) -> Tensor:
+    def capturing(self) -> tuple[HookHandle, dict[int, LayerCall]]:
+        """A handle to hold around the updated pass, and the calls it fills in."""
+        return capture_calls(self.model, range(self.first, self.layer + 1))
+
+    def __call__(self, calls: Mapping[int, LayerCall], attention_mask: Tensor | None) -> Tensor:
         hidden = calls[self.first].hidden_states
-        for index in range(self.first, self.layer + 1):
-            args, kwargs = calls[index].with_hidden_states(hidden)
-            if index in self.frozen:
-                out = functional_call(self.layers[index], self.frozen[index], args, kwargs)
-            else:
-                out = self.layers[index](*args, **kwargs)
-            hidden = _unpack(out, f"decoder layer {index}")[0]
+        with replaying(self.model, attention_mask):
+            for index in range(self.first, self.layer + 1):
+                args, kwargs = calls[index].with_hidden_states(hidden)
+                if index in self.frozen:
+                    out = functional_call(self.layers[index], self.frozen[index], args, kwargs)
+                else:
+                    out = self.layers[index](*args, **kwargs)
+                hidden = _unpack(out, f"decoder layer {index}")[0]
         return hidden
 
 
@@ -217,7 +222,7 @@ def train(
         for topic in range(n_topics):
             batch = forget[topic][0]
             acts = collect(model, batch, layer)[layer]
-            frozen_norms.append(float(token_norm(acts, _mask(batch, config))))
+            frozen_norms.append(float(mean_token_norm(acts, _mask(batch, config))))
     if config.adaptive_coeff is not None:
         coefficients = [config.adaptive_coeff * norm for norm in frozen_norms]
     else:
@@ -228,9 +233,8 @@ def train(
     replay = _FrozenReplay(model, names, first, layer)
     flags = {name: p.requires_grad for name, p in params.items()}
     was_training = model.training
-    device = next(iter(selected.values())).device
-    dtype = next(iter(selected.values())).dtype
-    targets = [(c * u).to(device=device, dtype=dtype) for c, u in zip(coefficients, directions, strict=True)]
+    # c·u in float32 on the CPU; each loss moves it to where h_ℓ lives (layers may sit on different devices)
+    targets = [c * u.float().cpu() for c, u in zip(coefficients, directions, strict=True)]
     try:
         model.eval()  # dropout off: RMU compares activations, which must not be noisy
         for p in params.values():
@@ -244,13 +248,11 @@ def train(
             start = time.perf_counter()
             forget_batch, retain_batch = forget[topic][index], retain[topic][index]
             optimizer.zero_grad(set_to_none=True)
-            forget_loss, h_forget, forget_mask = _sharded_loss(model, forget_batch, layer, targets[topic], config)
+            forget_loss, h_forget, forget_mask = _forget_loss(model, forget_batch, layer, targets[topic], config)
             _check_finite(forget_loss, step, "forget")
             forget_loss.backward()  # frees the forget graph before the retain pass builds its own
 
-            retain_loss, h_retain, retain_mask = _sharded_loss(
-                model, retain_batch, layer, None, config, replay=replay, first=first, weight=alphas[topic]
-            )
+            retain_loss, h_retain, retain_mask = _retain_loss(model, retain_batch, replay, config, alphas[topic])
             _check_finite(retain_loss, step, "retain")
             retain_loss.backward()
             if size > 1:  # data parallel: every rank holds a shard of the global batch; sum the shards' gradients
@@ -269,8 +271,8 @@ def train(
                 retain_loss=float(retain_value),
                 loss=float(loss),
                 step_seconds=time.perf_counter() - start,
-                forget_norm=float(token_norm(h_forget, forget_mask)),
-                retain_norm=float(token_norm(h_retain, retain_mask)),
+                forget_norm=float(mean_token_norm(h_forget, forget_mask)),
+                retain_norm=float(mean_token_norm(h_retain, retain_mask)),
             )
             result.history.append(log)
             bar.set_postfix(forget=f"{log.forget_loss:.3g}", retain=f"{log.retain_loss:.3g}")
@@ -288,44 +290,67 @@ def train(
     return result
 
 
-def _sharded_loss(
-    model: nn.Module,
-    batch: Batch,
-    layer: int,
-    target: Tensor | None,
-    config: RMUConfig,
-    *,
-    replay: "_FrozenReplay | None" = None,
-    first: int = 0,
-    weight: float = 1.0,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """This rank's part of a loss over the global ``batch``: its rows, divided by the global count.
+@dataclass(frozen=True)
+class _Shard:
+    """This rank's rows of a global batch, the mask its loss averages over, and the global denominator."""
 
-    With ``target`` the forget loss (MSE to c·u); without, the retain loss (MSE to the frozen replay), times
-    ``weight``. In one process the rows are all of them and this is the plain loss. Every rank has the whole
-    batch (tokenised the same way), so the global count needs no communication.
+    inputs: dict[str, Tensor]
+    mask: Tensor | None  # None in reference mode: every position counts, padding included
+    denominator: float  # the number of averaged values in the *global* batch
+
+
+def _shard(model: nn.Module, batch: Batch, config: RMUConfig) -> _Shard | None:
+    """This rank's part of ``batch`` (None when there are more ranks than rows).
+
+    Every rank has the whole batch (tokenised the same way), so the global count needs no communication;
+    dividing each shard's sum by it makes the shards' losses add up to the global loss. In one process the
+    shard is the whole batch and the loss is the plain one.
     """
     full_mask = batch.get("attention_mask")
     rows = my_rows(batch["input_ids"].shape[0])
-    shard = {k: v[rows] for k, v in batch.items()}
-    mask = None if config.reference_mode else shard.get("attention_mask")
+    inputs = {k: v[rows] for k, v in batch.items()}
     width = d_model(model)
     if config.reference_mode or full_mask is None:
         denominator = float(batch["input_ids"].numel() * width)
     else:
         denominator = float(full_mask.sum()) * width
-    if shard["input_ids"].shape[0] == 0:  # more ranks than rows: this rank contributes nothing
-        return torch.zeros((), requires_grad=True), torch.zeros(0, 0, width), None
-    if target is not None:
-        h = collect(model, shard, layer, keep_graph=True)[layer]
-        return masked_mse(h, target, mask, denominator=denominator), h, mask
-    assert replay is not None  # the retain loss always comes with a replay
-    handle, calls = capture_calls(model, range(first, layer + 1))
+    if inputs["input_ids"].shape[0] == 0:
+        return None
+    mask = None if config.reference_mode else inputs.get("attention_mask")
+    return _Shard(inputs, mask, denominator)
+
+
+def _nothing(model: nn.Module) -> tuple[Tensor, Tensor, None]:
+    """The loss of a rank with no rows: a zero that backpropagates nothing, on the model's device."""
+    device = input_device(model)
+    return torch.zeros((), device=device, requires_grad=True), torch.zeros(0, 0, d_model(model), device=device), None
+
+
+def _forget_loss(
+    model: nn.Module, batch: Batch, layer: int, target: Tensor, config: RMUConfig
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """MSE of the updated h_ℓ to c·u over this rank's rows: ``(loss, h_ℓ, mask)``."""
+    shard = _shard(model, batch, config)
+    if shard is None:
+        return _nothing(model)
+    h = collect(model, shard.inputs, layer, keep_graph=True)[layer]
+    goal = target.to(device=h.device, dtype=h.dtype)
+    return masked_mse(h, goal, shard.mask, denominator=shard.denominator), h, shard.mask
+
+
+def _retain_loss(
+    model: nn.Module, batch: Batch, replay: _FrozenReplay, config: RMUConfig, weight: float
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """α · MSE of the updated h_ℓ to the frozen replay's over this rank's rows: ``(loss, h_ℓ, mask)``."""
+    shard = _shard(model, batch, config)
+    if shard is None:
+        return _nothing(model)
+    handle, calls = replay.capturing()
     with handle:
-        h = collect(model, shard, layer, keep_graph=True)[layer]
+        h = collect(model, shard.inputs, replay.layer, keep_graph=True)[replay.layer]
     with torch.no_grad():
-        frozen = replay(calls)
-    return masked_mse(h, frozen, mask, denominator=denominator) * weight, h, mask
+        frozen = replay(calls, shard.inputs.get("attention_mask"))
+    return masked_mse(h, frozen.to(h.device), shard.mask, denominator=shard.denominator) * weight, h, shard.mask
 
 
 def _check_finite(loss: Tensor, step: int, which: str) -> None:

@@ -1,10 +1,14 @@
 """The embedded default: a fictitious world, a tiny model that learned it, and where the shipped ones live."""
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .pretrain import PretrainConfig, pretrain, train_tokenizer
-from .world import PATHOGENS, TOWNS, Domain, Entity, Relation, World, write_world
+from .._lazy import attributes
+
+if TYPE_CHECKING:
+    from .config import PretrainConfig
+    from .pretrain import pretrain, train_tokenizer
+    from .world import PATHOGENS, TOWNS, Domain, Entity, Relation, World, write_world
 
 ASSETS = Path(__file__).parent / "assets"
 SHIPPED_WORLD = ASSETS / "world"  # `repe-unlearn toy world --seed 0 --entities 50`
@@ -19,6 +23,20 @@ def load_shipped_model() -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED_MODEL, local_files_only=True)
     return model.eval(), tokenizer
 
+
+_WHERE = {  # public name -> the module that defines it, imported on first use
+    "PretrainConfig": ".config",
+    "pretrain": ".pretrain",
+    "train_tokenizer": ".pretrain",
+    "PATHOGENS": ".world",
+    "TOWNS": ".world",
+    "Domain": ".world",
+    "Entity": ".world",
+    "Relation": ".world",
+    "World": ".world",
+    "write_world": ".world",
+}
+__getattr__, __dir__ = attributes(__name__, _WHERE)
 
 __all__ = [
     "ASSETS",

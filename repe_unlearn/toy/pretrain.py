@@ -5,13 +5,10 @@ documents and shuffles the sentences within each, so that every fact is learned 
 its paragraph; the loss is the full-sequence LM loss over non-pad tokens.
 """
 
-import math
 import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 import transformers as tf
@@ -19,44 +16,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
 from ..data import tokenize_batches
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from .config import PretrainConfig
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass(frozen=True, kw_only=True)
-class PretrainConfig:
-    """Model size and training schedule. Defaults learn the 400 facts of a 50-entity toy world to 100% cloze
-    accuracy in about a minute on 2 CPU cores."""
-
-    d_model: int = field(default=128, metadata=_help("width of the residual stream"))
-    n_layers: int = field(default=6, metadata=_help("decoder layers"))
-    n_heads: int = field(default=4, metadata=_help("attention heads"))
-    d_mlp: int = field(default=512, metadata=_help("MLP hidden width"))
-    vocab_size: int = field(default=1024, metadata=_help("byte-level BPE vocabulary trained on the corpora"))
-    steps: int = field(default=240, metadata=_help("optimizer steps"))
-    batch_size: int = field(default=64, metadata=_help("documents per step (sampled with replacement)"))
-    lr: float = field(default=3e-3, metadata=_help("peak LR of a one-cycle schedule (2e-3 flat diverged late)"))
-    max_length: int = field(default=128, metadata=_help("tokens per document; longer ones are cut"))
-    seed: int = field(default=0, metadata=_help("seed of the initialisation and of the sampling"))
-    shuffle_sentences: bool = field(default=True, metadata=_help("shuffle sentences within each document"))
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "d_mlp", "vocab_size", "steps", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> tf.PreTrainedTokenizerFast:

@@ -56,7 +56,7 @@ def test_frozen_replay_equals_a_full_frozen_copy(tokenizer: object) -> None:
     replay = rmu.trainer._FrozenReplay(model, [], 0, 2)
     replay.frozen = {i: {"mlp.down_proj.weight": ru.mlp_down_proj(frozen, i).weight.detach()} for i in range(3)}
     with torch.no_grad():
-        assert torch.equal(replay(calls), ru.collect(frozen, batch, 2)[2])
+        assert torch.equal(replay(calls, batch["attention_mask"]), ru.collect(frozen, batch, 2)[2])
 
 
 def test_forget_loss_falls_and_retain_stays_small(tokenizer: object) -> None:
