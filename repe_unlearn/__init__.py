@@ -20,10 +20,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._masking import last_token, masked_mean
-    from .cache import ActivationCache, collect, collect_pooled, record
-    from .data import read_texts, tokenize_batches
-    from .hooks import (
+    from ._cache import ActivationCache, collect, collect_pooled, record
+    from ._hooks import (
         HookContext,
         HookFn,
         HookHandle,
@@ -33,7 +31,8 @@ if TYPE_CHECKING:
         attach,
         remove_hooks,
     )
-    from .models import (
+    from ._masking import last_token, masked_mean
+    from ._models import (
         HOOK_POINTS,
         Architecture,
         HookPoint,
@@ -47,41 +46,42 @@ if TYPE_CHECKING:
         resolve_layer,
         supported_model_types,
     )
-    from .vectors import ControlVector, ablate_direction
+    from ._vectors import ControlVector, ablate_direction
+    from .data import read_texts, tokenize_batches
 
 __version__ = "0.1.0"
 
 _WHERE = {  # public name -> the module that defines it, imported on first use
     "last_token": "._masking",
     "masked_mean": "._masking",
-    "ActivationCache": ".cache",
-    "collect": ".cache",
-    "collect_pooled": ".cache",
-    "record": ".cache",
+    "ActivationCache": "._cache",
+    "collect": "._cache",
+    "collect_pooled": "._cache",
+    "record": "._cache",
     "read_texts": ".data",
     "tokenize_batches": ".data",
-    "HookContext": ".hooks",
-    "HookFn": ".hooks",
-    "HookHandle": ".hooks",
-    "Intervention": ".hooks",
-    "Interventions": ".hooks",
-    "active_hooks": ".hooks",
-    "attach": ".hooks",
-    "remove_hooks": ".hooks",
-    "HOOK_POINTS": ".models",
-    "Architecture": ".models",
-    "HookPoint": ".models",
-    "architecture": ".models",
-    "d_model": ".models",
-    "decoder_layers": ".models",
-    "input_device": ".models",
-    "mlp_down_proj": ".models",
-    "n_layers": ".models",
-    "register_architecture": ".models",
-    "resolve_layer": ".models",
-    "supported_model_types": ".models",
-    "ControlVector": ".vectors",
-    "ablate_direction": ".vectors",
+    "HookContext": "._hooks",
+    "HookFn": "._hooks",
+    "HookHandle": "._hooks",
+    "Intervention": "._hooks",
+    "Interventions": "._hooks",
+    "active_hooks": "._hooks",
+    "attach": "._hooks",
+    "remove_hooks": "._hooks",
+    "HOOK_POINTS": "._models",
+    "Architecture": "._models",
+    "HookPoint": "._models",
+    "architecture": "._models",
+    "d_model": "._models",
+    "decoder_layers": "._models",
+    "input_device": "._models",
+    "mlp_down_proj": "._models",
+    "n_layers": "._models",
+    "register_architecture": "._models",
+    "resolve_layer": "._models",
+    "supported_model_types": "._models",
+    "ControlVector": "._vectors",
+    "ablate_direction": "._vectors",
 }
 __getattr__, __dir__ = attributes(__name__, _WHERE)
 

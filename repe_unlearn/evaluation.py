@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._distributed import all_gather, all_reduce_sum, my_rows
+from ._hooks import InterventionLike, as_intervention
+from ._models import input_device
 from .data import LETTERS, MCQItem, encode, letter_prompt, pad_batch, pad_id, read_mcq
-from .distributed import all_gather, all_reduce_sum, my_rows
 from .errors import ConfigError, DataError
-from .hooks import InterventionLike, as_intervention
-from .models import input_device
 
 Format = Literal["letter", "cloze"]
 

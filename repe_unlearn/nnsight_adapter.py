@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .cache import ActivationCache
+from ._cache import ActivationCache
+from ._hooks import _unpack
+from ._models import HookPoint, architecture, find_layers_path, n_layers, resolve_layer, resolve_layers
+from ._vectors import ControlVector
 from .errors import ConfigError
-from .hooks import _unpack
-from .models import HookPoint, architecture, find_layers_path, n_layers, resolve_layer, resolve_layers
-from .vectors import ControlVector
 
 _STAGE = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
 

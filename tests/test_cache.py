@@ -59,7 +59,7 @@ def test_early_stop_at_resid_pre_does_not_run_that_layer(llama: nn.Module, batch
 
 
 def test_an_early_stop_not_ours_propagates(llama: nn.Module, batch: dict[str, Tensor]) -> None:
-    from repe_unlearn.cache import _StopForward
+    from repe_unlearn._cache import _StopForward
 
     with ru.record(llama, layers=0, stop_after=True) as outer:
         with pytest.raises(_StopForward), ru.record(llama, layers=1):

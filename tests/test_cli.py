@@ -51,3 +51,21 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["inspect", str(make(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert err.startswith("repe-unlearn: error: ") and message in err and err.count("\n") == 1
+
+
+def test_help_imports_neither_torch_nor_transformers() -> None:
+    """``--help`` answers in a fraction of a second because the parser never needs the heavy libraries
+    (benchmarks/bench_cli_help.py measures the time; this checks the cause)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from repe_unlearn.cli import build_parser, main\n"
+        "build_parser()\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['unlearn', '--help'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'nnsight') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

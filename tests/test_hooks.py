@@ -4,7 +4,7 @@ from conftest import N_LAYERS
 from torch import Tensor, nn
 
 import repe_unlearn as ru
-from repe_unlearn.hooks import HookContext
+from repe_unlearn._hooks import HookContext
 
 
 def run(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:

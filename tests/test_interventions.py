@@ -331,7 +331,7 @@ def test_rmu_targets_and_empty_shards_live_where_they_are_used(batch: dict) -> N
 
 
 def test_collectives_run_on_the_process_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    from repe_unlearn import distributed
+    from repe_unlearn import _distributed as distributed
 
     seen: list[torch.device] = []
 
@@ -348,3 +348,17 @@ def test_collectives_run_on_the_process_device(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(Reduced):
         distributed.all_reduce_sum(torch.tensor([1.0, 2.0]))  # accuracy sums and losses start on the CPU
     assert seen == [torch.device("meta")]
+
+
+def test_an_rmu_target_given_under_a_negative_key_is_found(tokenizer) -> None:
+    from conftest import FORGET, RETAIN
+
+    from repe_unlearn import rmu
+
+    config = rmu.RMUConfig(layer=N_LAYERS - 1, steering_coeff=(5.0,), alpha=(1.0,), batch_size=4, max_batches=1)
+    u = torch.rand(D_MODEL)
+    result = rmu.unlearn(
+        make_model("llama"), tokenizer, [FORGET], [RETAIN], config, control_vectors=[ru.ControlVector({-1: u})],
+        progress=False,
+    )  # fmt: skip
+    assert torch.allclose(result.directions[0], u / u.norm())

@@ -4,7 +4,7 @@ from conftest import D_MODEL, N_LAYERS, make_model
 from torch import nn
 
 import repe_unlearn as ru
-from repe_unlearn.models import hook_module, parameter_name
+from repe_unlearn._models import hook_module, parameter_name
 
 DOWN_PROJ = {"gpt2": "mlp.c_proj", "gpt_neox": "mlp.dense_4h_to_h"}
 LAYERS_AT = {"gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers"}

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cache import collect
+from .._cache import collect
+from .._models import n_layers, resolve_layer
+from .._vectors import ablate_direction
 from ..data import tokenize_batches
 from ..errors import ConfigError
-from ..models import n_layers, resolve_layer
-from ..vectors import ablate_direction
 from .result import AttackResult
 
 

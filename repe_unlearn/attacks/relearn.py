@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._models import input_device
 from ..data import tokenize_batches
 from ..errors import ConfigError
-from ..models import input_device
 from .result import AttackResult, CurvePoint
 
 Evaluate = Callable[[], dict[str, float]]

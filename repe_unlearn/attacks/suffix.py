@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._models import input_device
 from ..data import LETTERS, MCQItem, encode, letter_prompt, pad_batch, pad_id
 from ..errors import ConfigError
-from ..models import input_device
 
 
 @dataclass(frozen=True)

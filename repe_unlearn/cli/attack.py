@@ -82,9 +82,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     """Project RMU's direction out of the residual stream at the steered layer and after it, then evaluate."""
     import torch
 
+    from .._io import read_safetensors
     from ..attacks import ablate, mean_difference
     from ..data import read_texts
-    from ..io import read_safetensors
 
     _check_outputs(args)
     layer = args.layer if args.layer is not None else _rmu_layer(Path(args.model))

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..distributed import is_main
 from ..errors import ConfigError
 from ._common import load_model, load_tokenizer
 
@@ -25,9 +24,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """Residual norms and linear probes per layer for a model (and its base), written as JSON, PNGs and a report."""
     import torch
 
+    from .._distributed import is_main
+    from .._io import read_safetensors
     from ..data import read_mcq, read_texts
     from ..diagnostics import diagnose, write_report
-    from ..io import read_safetensors
     from ..rmu.artifacts import prepare_output, write_atomically
 
     prepare_output(Path(args.out), overwrite=args.overwrite)

@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..distributed import is_main
 from ..errors import ConfigError
-from ._common import load_model, load_tokenizer
+from ._common import add_model_flags, load_model, load_tokenizer
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Multiple-choice accuracy (WMDP/MMLU format, as lm-eval scores it) and perplexity of a model."""
+    from .._distributed import is_main
     from ..data import read_texts
     from ..evaluation import evaluate_mcq, perplexity, read_mcq
 
@@ -55,3 +55,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.predictions:
         Path(args.predictions).write_text("".join(json.dumps(line) + "\n" for line in lines))
     return 0
+
+
+def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``eval``."""
+    evaluate = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
+    evaluate.add_argument("--model", required=True, help="local HuggingFace model directory (with its tokenizer)")
+    evaluate.add_argument(
+        "--mcq", action="append", metavar="FILE", help="JSONL/JSON/parquet with question, choices, answer; repeatable"
+    )
+    evaluate.add_argument(
+        "--format",
+        choices=["letter", "cloze"],
+        default="letter",
+        help="letter: lm-eval's zero-shot A/B/C/D prompt; cloze: score each choice's text",
+    )
+    evaluate.add_argument(
+        "--subject",
+        help="adds lm-eval's line 'The following are multiple choice questions (with answers) about SUBJECT.'",
+    )
+    evaluate.add_argument("--perplexity", metavar="FILE", help="token-level perplexity on a text corpus")
+    evaluate.add_argument("--batch-size", type=int, default=16, help="questions (or texts) per forward pass")
+    evaluate.add_argument("--json", metavar="OUT", help='write {"results": {"<file stem>": {...}}}')
+    evaluate.add_argument("--predictions", metavar="OUT.jsonl", help="one line per item: index, pred, answer, scores")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace existing --json/--predictions files")
+    add_model_flags(evaluate)
+    evaluate.set_defaults(func=cmd_eval)

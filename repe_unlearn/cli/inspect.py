@@ -11,7 +11,7 @@ from ._common import load_model
 def _inspect_model(path: str) -> dict[str, object]:
     from torch import nn
 
-    from ..models import (
+    from .._models import (
         HOOK_POINTS,
         architecture,
         d_model,
@@ -44,9 +44,9 @@ def _inspect_model(path: str) -> dict[str, object]:
 
 
 def _inspect_file(path: str) -> dict[str, object]:
-    from ..cache import ActivationCache
-    from ..io import read_safetensors
-    from ..vectors import ControlVector
+    from .._cache import ActivationCache
+    from .._io import read_safetensors
+    from .._vectors import ControlVector
 
     tensors, header = read_safetensors(path)
     try:
@@ -72,3 +72,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     info = _inspect_model(str(path)) if path.is_dir() else _inspect_file(str(path))
     print(json.dumps(info, indent=2, default=str))
     return 0
+
+
+def add_inspect_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``inspect``."""
+    inspect = sub.add_parser("inspect", help=cmd_inspect.__doc__, description=cmd_inspect.__doc__)
+    inspect.add_argument("path", help="a local HuggingFace model directory, or a vector/cache .safetensors file")
+    inspect.set_defaults(func=cmd_inspect)

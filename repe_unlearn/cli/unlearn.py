@@ -7,9 +7,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..distributed import is_main
 from ..errors import ConfigError
-from ._common import config_from_args, load_model, load_tokenizer
+from ._common import add_config_flags, add_model_flags, config_from_args, load_model, load_tokenizer
 
 
 def _read_corpora(paths: Sequence[str], text_field: str) -> list[list[str]]:
@@ -26,6 +25,7 @@ def _read_corpora(paths: Sequence[str], text_field: str) -> list[list[str]]:
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
     """Unlearn with RMU: misdirect layer ℓ on forget corpora, preserve it on retain corpora."""
+    from .._distributed import is_main
     from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
     from ..rmu.artifacts import prepare_output
     from ..rmu.trainer import StepLog
@@ -47,7 +47,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     directions = None
     if args.control_vectors:
-        from ..models import d_model
+        from .._models import d_model
 
         directions = load_directions(args.control_vectors, len(forget), d_model(model))
     log_file = log_path.open("w") if log_path is not None and is_main() else None
@@ -117,3 +117,46 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
     write_atomically(args.out, fill, overwrite=args.overwrite)
     print(f"applied {len(names)} tensors ({', '.join(names)}) to {args.base}; wrote {args.out}")
     return 0
+
+
+def add_unlearn_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``unlearn`` and ``apply-delta``."""
+    from ..rmu.config import PRESETS, RMUConfig
+
+    unlearn = sub.add_parser("unlearn", help=cmd_unlearn.__doc__, description=cmd_unlearn.__doc__)
+    unlearn.add_argument("--model", required=True, help="local HuggingFace model directory (with its tokenizer)")
+    unlearn.add_argument(
+        "--forget",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="forget corpus (JSONL with 'text', plain text, parquet, datasets dir); repeatable",
+    )
+    unlearn.add_argument(
+        "--retain",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="retain corpus: one per --forget, or one for all",
+    )
+    unlearn.add_argument("--out", required=True, help="output directory (refused if it exists and is not empty)")
+    unlearn.add_argument("--preset", choices=sorted(PRESETS), help="a named set of hyperparameters")
+    unlearn.add_argument(
+        "--control-vectors",
+        metavar="FILE",
+        help='safetensors with one vector per forget corpus under keys "0", "1", ...',
+    )
+    unlearn.add_argument("--text-field", default="text", help="JSONL/parquet field holding the text")
+    unlearn.add_argument("--log-jsonl", metavar="FILE", help="write one JSON line per step")
+    unlearn.add_argument("--overwrite", action="store_true", help="replace an existing --out / --log-jsonl")
+    add_model_flags(unlearn)
+    add_config_flags(unlearn, RMUConfig, presets=True)
+    unlearn.set_defaults(func=cmd_unlearn)
+
+    apply = sub.add_parser("apply-delta", help=cmd_apply_delta.__doc__, description=cmd_apply_delta.__doc__)
+    apply.add_argument("--base", required=True, help="the base model directory the delta was made from")
+    apply.add_argument("--delta", required=True, help="rmu_delta.safetensors")
+    apply.add_argument("--out", required=True, help="output model directory")
+    apply.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    apply.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model dir")
+    apply.set_defaults(func=cmd_apply_delta)

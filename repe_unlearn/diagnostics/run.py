@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._cache import ActivationCache, collect
+from .._distributed import all_gather, is_main, my_rows
 from .._masking import last_token, masked_mean, token_norms
-from ..cache import ActivationCache, collect
+from .._models import input_device, n_layers
 from ..data import MCQItem, letter_prompt, tokenize_batches
-from ..distributed import all_gather, is_main, my_rows
 from ..errors import ConfigError
-from ..models import input_device, n_layers
 from .probes import ProbeResult, fit_choice_probe, fit_probe
 from .stats import cosine_to_direction, max_abs_difference, paired_cosine
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._io import load_tensors, save_tensors
 from ..errors import FormatError
-from ..io import load_tensors, save_tensors
 from .targets import save_directions
 from .trainer import RMUResult
 

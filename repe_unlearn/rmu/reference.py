@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cache import record
+from .._cache import record
 from .config import RMUConfig
 from .trainer import Batch, parameter_names, schedule
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._io import read_safetensors, save_tensors
+from .._vectors import ControlVector
 from ..errors import FormatError, ShapeError
-from ..io import read_safetensors, save_tensors
-from ..vectors import ControlVector
 
 
 def random_directions(n_topics: int, d_model: int, seed: int) -> Tensor:
@@ -33,14 +33,22 @@ def _unit(vector: Tensor, what: str, d_model: int) -> Tensor:
     return vector.float() / norm
 
 
-def directions_from(vectors: Sequence[ControlVector | Tensor], layer: int, d_model: int) -> Tensor:
-    """Targets from tensors or ControlVectors (their direction at ``layer``), normalised to unit length."""
+def directions_from(
+    vectors: Sequence[ControlVector | Tensor], layer: int, d_model: int, *, n_layers: int | None = None
+) -> Tensor:
+    """Targets from tensors or ControlVectors (their direction at ``layer``), normalised to unit length.
+
+    With ``n_layers``, a vector's negative keys count as the layers they name (``-1`` is ``n_layers - 1``),
+    and directions of keys naming the same layer add up, as when the vector steers.
+    """
     rows = []
     for topic, vector in enumerate(vectors):
         if isinstance(vector, ControlVector):
-            if layer not in vector.directions:
-                raise ShapeError(f"control vector {topic} has no direction at the steered layer {layer}")
-            vector = vector[layer]
+            keys = [k for k in vector.layers if (k % n_layers if n_layers is not None and k < 0 else k) == layer]
+            if not keys:
+                have = vector.layers
+                raise ShapeError(f"control vector {topic} has no direction at the steered layer {layer}; it has {have}")
+            vector = sum((vector[k] for k in keys[1:]), vector[keys[0]])
         rows.append(_unit(vector, f"control vector {topic}", d_model))
     return torch.stack(rows)
 

@@ -25,14 +25,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from .._cache import collect
+from .._distributed import all_reduce_sum, is_main, my_rows, world
+from .._hooks import HookHandle, LayerCall, _unpack, capture_calls, replaying
 from .._masking import mean_token_norm, real_positions
-from ..cache import collect
+from .._models import d_model, decoder_layers, find_layers_path, input_device, mlp_down_proj, n_layers, parameter_name
+from .._vectors import ControlVector
 from ..data import pad_id, tokenize_batches
-from ..distributed import all_reduce_sum, is_main, my_rows, world
 from ..errors import ConfigError, DataError, TrainingError
-from ..hooks import HookHandle, LayerCall, _unpack, capture_calls, replaying
-from ..models import d_model, decoder_layers, find_layers_path, input_device, mlp_down_proj, n_layers, parameter_name
-from ..vectors import ControlVector
 from .config import RMUConfig
 from .targets import directions_from, random_directions
 
@@ -428,5 +428,5 @@ def unlearn(
             control_vectors = list(control_vectors)
         if len(control_vectors) != len(forget):
             raise ConfigError(f"{len(control_vectors)} control vectors for {len(forget)} forget corpora")
-        directions = directions_from(control_vectors, config.layer, d_model(model))
+        directions = directions_from(control_vectors, config.layer, d_model(model), n_layers=n_layers(model))
     return train(model, forget_tok, retain_tok, config, directions=directions, progress=progress, on_step=on_step)

@@ -7,6 +7,7 @@ from .._lazy import attributes
 
 if TYPE_CHECKING:
     from .config import PretrainConfig
+    from .notebook import ToySession, notebook_setup
     from .pretrain import pretrain, train_tokenizer
     from .world import PATHOGENS, TOWNS, Domain, Entity, Relation, World, write_world
 
@@ -26,6 +27,8 @@ def load_shipped_model() -> tuple[Any, Any]:
 
 _WHERE = {  # public name -> the module that defines it, imported on first use
     "PretrainConfig": ".config",
+    "ToySession": ".notebook",
+    "notebook_setup": ".notebook",
     "pretrain": ".pretrain",
     "train_tokenizer": ".pretrain",
     "PATHOGENS": ".world",
@@ -48,8 +51,10 @@ __all__ = [
     "Entity",
     "PretrainConfig",
     "Relation",
+    "ToySession",
     "World",
     "load_shipped_model",
+    "notebook_setup",
     "pretrain",
     "train_tokenizer",
     "write_world",

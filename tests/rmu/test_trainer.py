@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 import repe_unlearn as ru
 from repe_unlearn import rmu
-from repe_unlearn.hooks import capture_calls
+from repe_unlearn._hooks import capture_calls
 
 
 def config(**overrides: object) -> rmu.RMUConfig:

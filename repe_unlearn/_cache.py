@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._hooks import HookContext, attach
+from ._io import load_tensors, save_tensors
 from ._masking import aligned, last_token, masked_mean
+from ._models import HOOK_POINTS, HookPoint, n_layers, resolve_layers
 from ._typing import Pooled, Stacked
 from .errors import ConfigError, HookPointError, LayerNotFoundError
-from .hooks import HookContext, attach
-from .io import load_tensors, save_tensors
-from .models import HOOK_POINTS, HookPoint, n_layers, resolve_layers
 
 _KIND = "activation_cache"
 

@@ -32,9 +32,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from ._models import HookPoint, d_model, entry_modules, hook_module, input_device, module_name, resolve_layers
 from ._typing import AttentionMask
 from .errors import ArchitectureError, ConfigError, HookPointError, ShapeError
-from .models import HookPoint, d_model, entry_modules, hook_module, input_device, module_name, resolve_layers
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _mask_index(module: nn.Module) -> int | None:
 class _PassTracker:
     """The attention mask of the forward pass running through one model, shared by all its interventions.
 
-    Pre-hooks on every entry module (:func:`~repe_unlearn.models.entry_modules`) note the mask the pass was
+    Pre-hooks on every entry module (:func:`~repe_unlearn._models.entry_modules`) note the mask the pass was
     called with; post-hooks that run even when the pass raises forget it when the outermost call ends, so a
     mask never outlives its pass. Hooks are registered while at least one intervention is attached.
     """

@@ -9,14 +9,14 @@ import einops
 import torch
 from torch import Tensor, nn
 
+from ._cache import collect_pooled
+from ._hooks import HookContext, HookHandle, Intervention
+from ._io import load_tensors, save_tensors
 from ._masking import aligned
+from ._models import HOOK_POINTS, HookPoint, d_model, input_device, resolve_layer, resolve_layers
 from ._typing import Activations, Direction
-from .cache import collect_pooled
 from .data import tokenize_batches
 from .errors import ConfigError, HookPointError, ShapeError
-from .hooks import HookContext, HookHandle, Intervention
-from .io import load_tensors, save_tensors
-from .models import HOOK_POINTS, HookPoint, d_model, input_device, resolve_layer, resolve_layers
 
 _KIND = "control_vector"
 

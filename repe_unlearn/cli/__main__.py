@@ -1,0 +1,5 @@
+"""``python -m repe_unlearn.cli``: the same as the ``repe-unlearn`` console script."""
+
+from . import entry
+
+entry()
