@@ -241,7 +241,21 @@ def collect(
     keep_graph: bool = False,
     dtype: torch.dtype | None = None,
 ) -> ActivationCache:
-    """Run ``model(**inputs)`` once and return the recorded cache (a one-call form of :func:`record`)."""
+    """Run ``model(**inputs)`` once and return the recorded cache (a one-call form of :func:`record`).
+
+    Args:
+        model: a causal LM of a supported architecture.
+        inputs: ``input_ids`` ``[batch pos]`` and optionally ``attention_mask`` ``[batch pos]``, on any device
+            (moved to the input embedding's).
+        layers: layer indices (negative allowed), one index, or ``None`` for every layer.
+        point: the hook point to read.
+        stop_after: end the pass right after the deepest recorded point (on by default).
+        keep_graph: keep activations attached to autograd, on the model's device.
+        dtype: cast the recorded copies.
+
+    Returns:
+        An :class:`ActivationCache` with ``[batch pos d_model]`` per layer and the mask.
+    """
     recording = record(model, layers, point, keep_graph=keep_graph, dtype=dtype, stop_after=stop_after)
     with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()), recording as cache:
         model(**inputs, use_cache=False)
@@ -257,7 +271,19 @@ def collect_pooled(
     pool: str = "last",
     dtype: torch.dtype | None = None,
 ) -> dict[int, Tensor]:
-    """Stream over tokenized batches; one pooled ``[example d_model]`` tensor per layer, bounded memory."""
+    """Stream over tokenized batches; one pooled ``[example d_model]`` tensor per layer, bounded memory.
+
+    Args:
+        model: a causal LM of a supported architecture.
+        batches: ``{"input_ids", "attention_mask"}`` batches (e.g. from :func:`tokenize_batches`).
+        layers: layer indices, one index, or ``None`` for every layer.
+        point: the hook point to read.
+        pool: ``"last"`` non-pad token or ``"mean"`` over non-pad tokens.
+        dtype: cast the pooled vectors (e.g. ``torch.float16``).
+
+    Returns:
+        ``{layer: [example d_model]}`` over all batches, in order.
+    """
     if pool not in _POOLERS:
         raise ConfigError(f"unknown pooling {pool!r}; valid: {', '.join(_POOLERS)}")
     parts: dict[int, list[Tensor]] = {}

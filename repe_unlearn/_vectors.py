@@ -269,9 +269,21 @@ class ControlVector:
     ) -> "ControlVector":
         """A vector from contrastive prompt pairs, read through :func:`repe_unlearn.record`.
 
-        ``mean_diff``: mean of positive minus mean of negative pooled activations. ``pca``: the first
-        principal direction of the paired differences (uncentred), signed and scaled so that its length
-        is the mean projection of the differences onto it.
+        Args:
+            model: a causal LM of a supported architecture.
+            tokenizer: its tokenizer.
+            positive: prompts showing the concept.
+            negative: as many prompts without it, paired with ``positive``.
+            layers: layer indices, one index, or ``None`` for every layer.
+            method: ``mean_diff`` (mean of positive minus mean of negative pooled activations) or ``pca``
+                (the first principal direction of the paired differences, uncentred, signed and scaled so
+                that its length is the mean projection of the differences onto it).
+            point: the hook point read and later steered.
+            batch_size: prompts per forward pass.
+            pool: ``"last"`` non-pad token or ``"mean"`` over non-pad tokens.
+
+        Returns:
+            A :class:`ControlVector` ``{layer: [d_model]}`` with the method and pooling in its metadata.
         """
         if len(positive) != len(negative) or not positive:
             n_pos, n_neg = len(positive), len(negative)

@@ -409,8 +409,25 @@ def unlearn(
 ) -> RMUResult:
     """RMU on texts: one list of documents per forget corpus, and one retain list per forget corpus.
 
-    ``control_vectors``: one unit direction per forget corpus (tensors, ``ControlVector`` s whose direction
-    at ``config.layer`` is used, or a ``[T, d_model]`` tensor); random and seeded when omitted.
+    Interventions active on ``model`` during the call act on the updated and the frozen model alike, each
+    once (see the docs: "RMU under steering").
+
+    Args:
+        model: a causal LM of a supported architecture; edited in place (only the selected tensors change).
+        tokenizer: its tokenizer.
+        forget: one list of documents per forget corpus (topic).
+        retain: one list of documents per forget corpus.
+        config: hyperparameters (``RMUConfig()`` when omitted; see :func:`preset`).
+        control_vectors: one direction per forget corpus (tensors, ``ControlVector`` s whose direction at
+            ``config.layer`` is used, or a ``[T d_model]`` tensor); random and seeded when omitted.
+        forget_names: names of the forget corpora, for messages.
+        retain_names: names of the retain corpora, for messages.
+        progress: show a progress bar.
+        on_step: called with each step's :class:`StepLog`.
+
+    Returns:
+        An :class:`RMUResult`: the updated parameter names, the directions u_t ``[T d_model]``, the
+        coefficients c_t, the loss history and the original tensors.
     """
     config = config or RMUConfig()
     if len(forget) != len(retain):
