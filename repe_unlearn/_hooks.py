@@ -58,26 +58,47 @@ def _mask_index(module: nn.Module) -> int | None:
     return names.index("attention_mask") if "attention_mask" in names else None
 
 
+@dataclass(frozen=True, eq=False)  # frames compare by identity (a mask tensor has no truth value)
+class _Frame:
+    """One entry of a forward pass into an entry module, and the mask that holds inside it."""
+
+    module: nn.Module | None  # None for a replay of layers by hand
+    entry: int  # the module's index in entry_modules(): 0 the model itself, 1 its base model, ...
+    mask: Tensor | None
+
+
 class _PassTracker:
     """The attention mask of the forward pass running through one model, shared by all its interventions.
 
-    Pre-hooks on every entry module (:func:`~repe_unlearn._models.entry_modules`) note the mask the pass was
-    called with; post-hooks that run even when the pass raises forget it when the outermost call ends, so a
-    mask never outlives its pass. Hooks are registered while at least one intervention is attached.
+    Pre-hooks on every entry module (:func:`~repe_unlearn._models.entry_modules`) push a frame with the mask the
+    call was given; post-hooks that run even when the call raises pop it, so a mask never outlives its pass.
+    A call into the base model made by the model itself continues the same pass (and keeps its mask when it
+    is given none); any other call starts a new pass, also one run from inside a hook of an outer pass, whose
+    hooks see their own mask again once the inner pass returns. Hooks are registered while at least one
+    intervention is attached.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self._model = weakref.ref(model)
-        self.mask: Tensor | None = None
-        self.depth = 0  # > 0 while a pass that entered through an entry module is running
+        self.frames: list[_Frame] = []
         self.users = 0
         self._handles: list[RemovableHandle] = []
         self.warned = False
 
+    @property
+    def mask(self) -> Tensor | None:
+        """The mask of the pass in progress (None outside a pass, or when the pass was given none)."""
+        return self.frames[-1].mask if self.frames else None
+
+    @property
+    def depth(self) -> int:
+        """How many entry calls are in progress (0: no pass entered through the model)."""
+        return len(self.frames)
+
     def acquire(self, model: nn.Module) -> None:
         if self.users == 0:
-            for module in entry_modules(model):
-                enter = self._enter(_mask_index(module))
+            for entry, module in enumerate(entry_modules(model)):
+                enter = self._enter(entry, _mask_index(module))
                 self._handles.append(module.register_forward_pre_hook(enter, with_kwargs=True, prepend=True))
                 self._handles.append(module.register_forward_hook(self._leave, always_call=True))
         self.users += 1
@@ -88,44 +109,43 @@ class _PassTracker:
             handles, self._handles = self._handles, []
             for handle in handles:
                 handle.remove()
-            self.mask, self.depth = None, 0
+            self.frames = []
 
-    def _enter(self, index: int | None) -> Callable[..., Any]:
+    def _enter(self, entry: int, index: int | None) -> Callable[..., Any]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            outermost = self.depth == 0
-            self.depth += 1
-            mask = kwargs.get("attention_mask")
-            if mask is None and index is not None and len(args) > index:
-                mask = args[index]
-            if isinstance(mask, Tensor):
-                self.mask = mask
-            elif outermost:
-                self.mask = None
-            model = self._model()
-            if not outermost or model is None:
-                return None
-            device = input_device(model)  # read per pass: the model may have moved since the hooks went on
-            moved = _to_device(args, kwargs, device)
-            if moved is not None and self.mask is not None:
-                self.mask = self.mask.to(device)
+            given = kwargs.get("attention_mask")
+            if given is None and index is not None and len(args) > index:
+                given = args[index]
+            mask = given if isinstance(given, Tensor) else None
+            continues = bool(self.frames) and self.frames[-1].entry == entry - 1  # the model calling its base
+            moved = None
+            if continues:
+                mask = mask if mask is not None else self.frames[-1].mask
+            else:
+                model = self._model()
+                if model is not None:
+                    device = input_device(model)  # read per pass: the model may have moved since
+                    moved = _to_device(args, kwargs, device)
+                    mask = mask.to(device) if mask is not None else None
+            self.frames.append(_Frame(module, entry, mask))
             return moved
 
         return hook
 
     def _leave(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self.depth = max(self.depth - 1, 0)
-        if self.depth == 0:
-            self.mask = None
+        if self.frames and self.frames[-1].module is module:
+            self.frames.pop()
 
     @contextmanager
     def replaying(self, mask: Tensor | None) -> Iterator[None]:
         """Treat calls made inside the block (layers replayed one by one) as one pass with ``mask``."""
-        saved = (self.mask, self.depth)
-        self.mask, self.depth = mask, self.depth + 1
+        frame = _Frame(None, -2, mask)
+        self.frames.append(frame)
         try:
             yield
         finally:
-            self.mask, self.depth = saved
+            if frame in self.frames:
+                self.frames.remove(frame)
 
 
 def _to_device(
@@ -170,6 +190,7 @@ class HookHandle:
         self._model = weakref.ref(model)
         self._handles = handles
         self._tracked = tracked
+        self._entered = False
         self.description = description
 
     @property
@@ -194,11 +215,15 @@ class HookHandle:
                 f"{self.description} was already removed; an attached handle works once. Use the lazy form "
                 "(vector.apply(model, ...), ru.Intervention(...)) to enter an intervention many times"
             )
+        if self._entered:
+            raise HookPointError(f"{self.description} is already inside a with block; its exit will remove it")
+        self._entered = True
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._entered = False
         self.remove()
 
     def __repr__(self) -> str:
@@ -383,7 +408,8 @@ class Intervention:
         self.point: HookPoint = point
         self.fn = fn
         self.description = description or str(getattr(fn, "__name__", "hook"))
-        self._handle: HookHandle | None = None
+        self._handle: HookHandle | None = None  # of the running with block
+        self._attached: list[HookHandle] = []  # every handle this intervention made, to tell if one is on
 
     @property
     def layers(self) -> list[int]:
@@ -392,15 +418,23 @@ class Intervention:
 
     @property
     def active(self) -> bool:
-        """Whether a ``with`` block of this intervention is running."""
-        return self._handle is not None
+        """Whether this intervention's hooks are on the model (a ``with`` block runs, or :meth:`attach`)."""
+        self._attached = [h for h in self._attached if h.active]
+        return bool(self._attached)
 
     def attach(self) -> HookHandle:
-        """Attach the hooks now and return their :class:`HookHandle` (independent of ``with`` blocks)."""
-        return _register(self.model, self._targets, self.fn, self.point, self.description)
+        """Attach the hooks now and return their :class:`HookHandle` (independent of ``with`` blocks).
+
+        Raises :class:`ConfigError` when they are already on: the intervention would act twice.
+        """
+        if self.active:
+            raise ConfigError(f"{self!r} is already active; attaching it again would apply it twice")
+        handle = _register(self.model, self._targets, self.fn, self.point, self.description)
+        self._attached.append(handle)
+        return handle
 
     def __enter__(self) -> "Intervention":
-        if self._handle is not None:
+        if self.active:
             raise ConfigError(f"{self!r} is already active; entering it again would apply it twice")
         self._handle = self.attach()
         return self
@@ -477,18 +511,45 @@ class Interventions:
 InterventionLike = AbstractContextManager[Any] | Interventions | Sequence[AbstractContextManager[Any]]
 
 
-def as_intervention(value: InterventionLike | None) -> AbstractContextManager[Any]:
-    """One context manager for what a user may pass as ``intervention=``: None, one, or a list of them."""
+def _within(a: nn.Module, b: nn.Module) -> bool:
+    """Whether one of the two modules is (part of) the other: a model and its base model are one network."""
+    return a is b or any(m is a for m in b.modules()) or any(m is b for m in a.modules())
+
+
+def _models_of(value: Any) -> list[nn.Module]:
+    if isinstance(value, Intervention):
+        return [value.model]
+    if isinstance(value, HookHandle):
+        model = value._model()
+        return [model] if model is not None else []
+    if isinstance(value, Interventions):
+        return [m for item in value.items for m in _models_of(item)]
+    return []
+
+
+def as_intervention(value: InterventionLike | None, model: nn.Module | None = None) -> AbstractContextManager[Any]:
+    """One context manager for what a user may pass as ``intervention=``: None, one, or a list of them.
+
+    With ``model``, an intervention of this package built for another model is refused: its hooks would sit
+    on a network the evaluation never runs, and the numbers would silently be those of no intervention.
+    """
     if value is None:
         return nullcontext()
     if isinstance(value, (list, tuple)):
-        return Interventions(value)
-    if isinstance(value, (AbstractContextManager, Interventions)):
-        return value
-    raise ConfigError(
-        f"intervention= takes a context manager (vector.apply(model, coeff), ru.ablate_direction(...)) or a list "
-        f"of them, got {type(value).__name__}"
-    )
+        value = Interventions(value)
+    if not isinstance(value, (AbstractContextManager, Interventions)):
+        raise ConfigError(
+            "intervention= takes a context manager (vector.apply(model, coeff), ru.ablate_direction(...)) or a "
+            f"list of them, got {type(value).__name__}"
+        )
+    if model is not None:
+        for other in _models_of(value):
+            if not _within(other, model):
+                raise ConfigError(
+                    f"intervention= was built for another model ({type(other).__name__} at {id(other):#x}), not "
+                    f"the {type(model).__name__} being evaluated; build it with this model: vector.apply(model, c)"
+                )
+    return value
 
 
 # -- replaying layers ---------------------------------------------------------------------------------------------

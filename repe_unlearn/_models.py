@@ -154,6 +154,8 @@ def resolve_layers(model: nn.Module, layers: int | Iterable[int] | None) -> list
         return list(range(n_layers(model)))
     if isinstance(layers, int):
         layers = [layers]
+    if not isinstance(layers, Iterable) or isinstance(layers, (str, bytes)):
+        raise LayerNotFoundError(f"layers must be an int, a list of ints or None, got {layers!r}")
     indices = sorted({resolve_layer(model, layer) for layer in layers})
     if not indices:
         raise LayerNotFoundError("no layer selected (an empty list); pass layer indices, or None for every layer")

@@ -1,7 +1,9 @@
 """Control vectors: one direction per layer, with algebra, steering, directional ablation and safetensors I/O."""
 
+import math
 import numbers
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, SupportsFloat
 
@@ -16,7 +18,7 @@ from ._masking import aligned
 from ._models import HOOK_POINTS, HookPoint, d_model, input_device, resolve_layer, resolve_layers
 from ._typing import Activations, Direction
 from .data import tokenize_batches
-from .errors import ConfigError, HookPointError, ShapeError
+from .errors import ConfigError, HookPointError, LayerNotFoundError, ShapeError
 
 _KIND = "control_vector"
 
@@ -25,7 +27,16 @@ def _check_direction(layer: int | str, vector: Any) -> Tensor:
     if not isinstance(vector, Tensor) or vector.ndim != 1 or not vector.is_floating_point():
         got = f"shape {tuple(vector.shape)} {vector.dtype}" if isinstance(vector, Tensor) else type(vector).__name__
         raise ShapeError(f"direction for layer {layer} must be a 1-D float tensor of size d_model, got {got}")
+    if not bool(torch.isfinite(vector).all()):
+        raise ShapeError(f"direction for layer {layer} holds NaN or infinite values")
     return vector
+
+
+def _layer_key(key: Any) -> int:
+    """A layer key as an int; floats, bools and strings are refused rather than silently truncated."""
+    if isinstance(key, bool) or not isinstance(key, (int, numbers.Integral)):
+        raise LayerNotFoundError(f"layer keys must be ints (negative allowed), got {key!r}")
+    return int(key)
 
 
 def _unit(layer: int | str, vector: Tensor) -> Tensor:
@@ -36,13 +47,21 @@ def _unit(layer: int | str, vector: Tensor) -> Tensor:
 
 
 def _scalar(value: Any) -> float:
-    """A real scalar (Python, numpy or a 0-d tensor) as a float; anything else is refused."""
-    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_complex():
-        return float(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
-    raise TypeError(f"a ControlVector can be scaled by a real scalar (int, float, numpy or 0-d tensor), not {got}")
+    """A finite real scalar (Python, numpy scalar or 0-d array, 0-d tensor) as a float; anything else is refused."""
+    number: float | None = None
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        number = float(value)
+    elif getattr(value, "ndim", None) == 0 and getattr(value, "dtype", None) is not None and hasattr(value, "item"):
+        item = value.item()  # a 0-d numpy array
+        number = float(item) if isinstance(item, numbers.Real) and not isinstance(item, bool) else None
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    if number is None:
+        got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
+        raise TypeError(f"a ControlVector can be scaled by a real scalar (int, float, numpy or 0-d tensor), not {got}")
+    if not math.isfinite(number):
+        raise ConfigError(f"a steering coefficient must be finite, got {number}")
+    return number
 
 
 class ControlVector:
@@ -62,7 +81,8 @@ class ControlVector:
             raise ConfigError("a ControlVector needs at least one layer")
         if point not in HOOK_POINTS:
             raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
-        checked = {int(layer): _check_direction(layer, v) for layer, v in directions.items()}
+        # copies: a later in-place edit of the caller's tensor must not change a vector (or its interventions)
+        checked = {_layer_key(layer): _check_direction(layer, v).detach().clone() for layer, v in directions.items()}
         sizes = {v.shape[0] for v in checked.values()}
         if len(sizes) > 1:
             raise ShapeError(f"directions have different sizes {sorted(sizes)}; all must be d_model")
@@ -301,6 +321,13 @@ class ControlVector:
         for layer, pos in acts["positive"].items():
             diffs = (pos - acts["negative"][layer]).float()
             directions[layer] = diffs.mean(0) if method == "mean_diff" else _principal(diffs)
+        flat = [layer for layer, v in directions.items() if float(v.norm()) == 0.0]
+        if flat:
+            warnings.warn(
+                f"the contrastive vector is zero at layer(s) {flat}: positive and negative prompts give the same "
+                "activations there, so steering with it does nothing",
+                stacklevel=2,
+            )
         meta = {"method": method, "pool": pool, "n_pairs": len(positive), "model": type(model).__name__}
         return cls(directions, point=point, metadata=meta)
 

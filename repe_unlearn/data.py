@@ -7,6 +7,7 @@ Padding is done here rather than by the tokenizer so that a tokenizer without a 
 import json
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +62,9 @@ def tokenize_batches(
 ) -> Iterator[dict[str, Tensor]]:
     """Yield ``{"input_ids", "attention_mask"}`` batches of ``batch_size`` texts, in order.
 
-    Texts longer than ``max_length`` tokens are cut on the right; ``pad_token_id`` overrides :func:`pad_id`.
+    Texts longer than ``max_length`` tokens are cut on the right — keeping their start — whatever the
+    tokenizer's own ``truncation_side`` (some chat tokenizers cut on the left); ``pad_token_id`` overrides
+    :func:`pad_id`.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -70,23 +73,51 @@ def tokenize_batches(
     pad = pad_id(tokenizer) if pad_token_id is None else pad_token_id
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
-        encoded = tokenizer(chunk, truncation=max_length is not None, max_length=max_length)["input_ids"]
+        with _truncating_right(tokenizer):
+            encoded = tokenizer(chunk, truncation=max_length is not None, max_length=max_length)["input_ids"]
         if any(len(ids) == 0 for ids in encoded):
             raise ConfigError(f"a text in batch starting at item {start} tokenizes to nothing; drop empty texts")
         ids, mask = pad_batch(encoded, pad, side=padding_side)
         yield {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
-def read_texts(path: str | os.PathLike[str], *, text_field: str = "text") -> list[str]:
+@contextmanager
+def _truncating_right(tokenizer: Any) -> Iterator[None]:
+    """The tokenizer truncates on the right inside the block (as the published RMU loop sets it), then
+    gets its own setting back."""
+    saved = getattr(tokenizer, "truncation_side", None)
+    if saved is None or saved == "right":
+        yield
+        return
+    tokenizer.truncation_side = "right"
+    try:
+        yield
+    finally:
+        tokenizer.truncation_side = saved
+
+
+def read_texts(path: str | os.PathLike[str], *, text_field: str = "text", raw_lines: bool = False) -> list[str]:
     """Documents of a corpus, in file order, from the formats users already have.
 
     ``.jsonl`` (one JSON object per line, the text under ``text_field``), ``.parquet`` (column
     ``text_field``), a directory written by ``datasets.save_to_disk``, or any other file as plain text with one
     document per line. Blank lines are skipped.
+
+    ``raw_lines=True`` reads any file as the published RMU code reads every corpus but the bio one: each line
+    is a document exactly as it stands, newline included (a JSONL line stays JSON text); nothing is skipped
+    (filter by length afterwards, as ``RMUConfig.min_len`` does).
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"corpus {path} does not exist")
+    if raw_lines:
+        if path.is_dir():
+            raise DataError(f"{path} is a directory; raw lines are read from a file")
+        try:
+            with path.open(encoding="utf-8") as f:  # universal newlines, as open(path, "r") reads
+                return list(f)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read corpus {path}: {exc}") from None
     if path.is_dir():
         return _read_datasets_dir(path, text_field)
     if path.suffix == ".parquet":

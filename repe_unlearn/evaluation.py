@@ -164,11 +164,12 @@ def evaluate_mcq(
     Returns:
         An :class:`MCQResult` with the accuracy, ``acc_norm`` (cloze) and every prediction.
     """
-    with as_intervention(intervention):
+    with as_intervention(intervention, model):
         if format not in ("letter", "cloze"):
             raise ConfigError(f"unknown format {format!r}; valid: letter, cloze")
         if not items:
             raise DataError(f"{name}: no items to evaluate")
+        _check_items(items, name)
         _check_batch_size(batch_size)
         was_training = model.training
         model.eval()
@@ -249,7 +250,7 @@ def perplexity(
 
     ``intervention`` is entered around this measurement only (and always left), as in :func:`evaluate_mcq`.
     """
-    with as_intervention(intervention):
+    with as_intervention(intervention, model):
         return _perplexity(model, tokenizer, texts, batch_size)
 
 
@@ -276,6 +277,18 @@ def _perplexity(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_si
         model.train(was_training)
     sums = all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
     return math.exp(float(sums[0]) / float(sums[1]))
+
+
+def _check_items(items: Sequence[Any], name: str) -> None:
+    """Items built in Python get the checks a file's rows get in ``read_mcq``."""
+    for i, item in enumerate(items):
+        if not isinstance(item, MCQItem):
+            raise DataError(f"{name}: item {i} is a {type(item).__name__}, not an MCQItem (read files with read_mcq)")
+        if len(item.choices) < 2 or len(item.choices) > len(LETTERS):
+            raise DataError(f"{name}: item {i} has {len(item.choices)} choices; 2 to {len(LETTERS)} are supported")
+        answer, n = item.answer, len(item.choices)
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < n:
+            raise DataError(f"{name}: item {i} has answer {answer!r}; it must index its {n} choices")
 
 
 def _check_batch_size(batch_size: Any) -> None:

@@ -286,6 +286,13 @@ try:
     ru.ControlVector({1: torch.ones(32)}).apply(model, "2")
 except TypeError as exc:
     print("TypeError:", exc)
+for attempt in (lambda: ru.ControlVector({1.5: torch.ones(32)}), lambda: ru.ControlVector({"x": torch.ones(32)}),
+                lambda: ru.attach(model, 1.5, "resid_post", lambda a, c: None),
+                lambda: ru.collect(model, {"input_ids": torch.ones(1, 2, dtype=torch.long)}, 1.0)):
+    try:
+        attempt()
+    except ru.LayerNotFoundError as exc:
+        print("LayerNotFoundError:", exc)
 """
 
 
@@ -297,6 +304,7 @@ def test_an_unknown_point_is_a_hook_point_error_without_test_time_type_checks() 
     out = subprocess.run([sys.executable, "-c", UNCHECKED], capture_output=True, text=True, check=True).stdout
     assert out.count("HookPointError: unknown hook point 'bad'") == 3
     assert "TypeError: a ControlVector can be scaled by a real scalar" in out
+    assert out.count("LayerNotFoundError:") == 4  # float and str layers, never truncated to ints
 
 
 # -- devices --------------------------------------------------------------------------------------------------------
@@ -362,3 +370,90 @@ def test_an_rmu_target_given_under_a_negative_key_is_found(tokenizer) -> None:
         progress=False,
     )  # fmt: skip
     assert torch.allclose(result.directions[0], u / u.norm())
+
+
+# -- found by an outside tester after the redesign -------------------------------------------------------------
+def test_a_pass_run_from_inside_a_hook_keeps_the_outer_mask(llama: nn.Module, batch: dict) -> None:
+    short = {"input_ids": batch["input_ids"], "attention_mask": torch.ones_like(batch["attention_mask"])}
+    vector = random_vector([2])
+    with torch.no_grad(), vector.apply(llama, 1.0, only_non_pad=True):
+        expected = llama(**batch).logits
+    busy, seen = [False], []
+
+    def probe(act: Tensor, ctx: ru.HookContext) -> None:
+        if not busy[0]:
+            busy[0] = True
+            llama(**short)  # an inner pass with another mask, from inside the outer one
+            busy[0] = False
+
+    with torch.no_grad(), ru.Intervention(llama, [0], "resid_post", probe), vector.apply(llama, 1.0, only_non_pad=True):
+        with ru.attach(llama, 3, "resid_post", lambda act, ctx: seen.append(ctx.attention_mask)):
+            got = llama(**batch).logits
+    assert torch.equal(got, expected)
+    assert torch.equal(seen[-1], batch["attention_mask"])  # the outer pass's last hook saw its own mask
+
+
+def test_an_intervention_for_another_model_is_refused(llama: nn.Module, tokenizer) -> None:
+    other = make_model("llama")
+    with pytest.raises(ru.ConfigError, match="another model"):
+        evaluate_mcq(llama, tokenizer, ITEMS, format="cloze", intervention=random_vector([1]).apply(other, 30.0))
+    base_only = random_vector([1]).apply(llama.model, 30.0)  # the base model is part of the evaluated one
+    assert scores(llama, tokenizer, intervention=base_only) != scores(llama, tokenizer)
+    assert ru.active_hooks(other) == [] and ru.active_hooks(llama.model) == []
+
+
+def test_an_intervention_cannot_be_attached_twice(llama: nn.Module) -> None:
+    iv = random_vector([1]).apply(llama)
+    handle = iv.attach()
+    with pytest.raises(ru.ConfigError, match="twice"):
+        iv.attach()
+    with pytest.raises(ru.ConfigError, match="twice"):
+        with iv:
+            pass
+    with handle:
+        with pytest.raises(ru.HookPointError, match="already inside"):
+            with handle:
+                pass
+    assert not iv.active
+    with iv:  # usable again once its hooks are gone
+        assert iv.active
+
+
+def test_a_vector_keeps_its_own_copy(llama: nn.Module, batch: dict) -> None:
+    t = torch.randn(D_MODEL)
+    vector = ru.ControlVector({1: t})
+    iv = vector.apply(llama, 1.0)
+    with iv:
+        before = logits(llama, batch)
+    t.mul_(100)
+    with iv:
+        assert torch.equal(logits(llama, batch), before)
+    assert vector[1].data_ptr() != t.data_ptr()
+
+
+def test_a_bool_layer_key_is_refused() -> None:
+    with pytest.raises(ru.LayerNotFoundError, match="ints"):
+        ru.ControlVector({True: torch.ones(D_MODEL)})  # float and str keys: see the unchecked test above
+
+
+def test_non_finite_steering_is_refused(llama: nn.Module) -> None:
+    vector = random_vector([1])
+    with pytest.raises(ru.ConfigError, match="finite"):
+        vector.apply(llama, float("nan"))
+    with pytest.raises(ru.ConfigError, match="finite"):
+        vector * float("inf")
+    with pytest.raises(ru.ShapeError, match="NaN"):
+        ru.ControlVector({1: torch.full((D_MODEL,), float("nan"))})
+    assert torch.equal((vector * np.array(2.0))[1], vector[1] * 2.0)  # a 0-d numpy array is a scalar too
+
+
+def test_a_zero_contrastive_vector_warns(llama: nn.Module, tokenizer) -> None:
+    prompts = ["the cat sat on the mat", "a dog ran in the park"]
+    with pytest.warns(UserWarning, match="zero"):
+        ru.ControlVector.from_contrastive(llama, tokenizer, prompts, prompts, layers=[2])
+
+
+def test_items_built_in_python_are_checked(llama: nn.Module, tokenizer) -> None:
+    for bad in (MCQItem("q", ("a", "b"), 5), MCQItem("q", ("a", "b"), -1), MCQItem("q", (), 0)):
+        with pytest.raises(ru.DataError, match="item 0"):
+            evaluate_mcq(llama, tokenizer, [bad], format="cloze")

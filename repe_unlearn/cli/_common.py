@@ -48,6 +48,45 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
         raise ConfigError(f"cannot load a tokenizer from {path}: {str(exc).splitlines()[0]}") from None
 
 
+def _recorded_base(model_dir: str) -> str | None:
+    """The base model an unlearned directory names in its ``rmu_config.json``, when that directory exists."""
+    import json
+
+    record = Path(model_dir) / "rmu_config.json"
+    try:
+        base = json.loads(record.read_text()).get("base_model") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(base) if isinstance(base, str) and (Path(base) / "config.json").is_file() else None
+
+
+def tokenizer_for(args: argparse.Namespace) -> Any:
+    """The tokenizer of ``--model``, with a warning on stderr when it tokenizes a fixed sample of texts other
+    than its base model's does (``--base``, else the base named in its ``rmu_config.json``): scores of two
+    models whose prompts become different ids are not comparable."""
+    import sys
+
+    from .._tokenizer_files import SAMPLE, tokenization_differences
+
+    remote = getattr(args, "trust_remote_code", False)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=remote)
+    base = getattr(args, "base", None) or _recorded_base(args.model)
+    if base is None or Path(base).resolve() == Path(args.model).resolve():
+        return tokenizer
+    try:
+        reference = load_tokenizer(base, trust_remote_code=remote)
+    except ConfigError:
+        return tokenizer
+    differ = tokenization_differences(tokenizer, reference)
+    if differ:
+        print(
+            f"repe-unlearn: warning: the tokenizer of {args.model} tokenizes {len(differ)} of {len(SAMPLE)} sample "
+            f"texts differently from its base {base}'s (first: {differ[0]!r}); their scores are not comparable",
+            file=sys.stderr,
+        )
+    return tokenizer
+
+
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """--dtype, --device, --device-map and --trust-remote-code."""
     parser.add_argument("--dtype", choices=DTYPES, help="load the model in this dtype (default: as saved)")
@@ -88,7 +127,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *, pre
             shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
             help_text += f" (default: {shown})"
         element, is_sequence = _flag_type(hints[f.name])
-        if element is bool:
+        if typing.get_origin(element) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(element), default=argparse.SUPPRESS, help=help_text)
+        elif element is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif is_sequence:
             group.add_argument(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, load_model, load_tokenizer
+from ._common import add_model_flags, load_model, tokenizer_for
 
 
 def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[], dict[str, float]]:
@@ -53,7 +53,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     texts = read_texts(args.train, text_field=args.text_field)
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
     result = relearn(
         model,
         tokenizer,
@@ -99,7 +99,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.direction == "control-vector" and not vectors_path.is_file():
         raise ConfigError(f"no control vector at {vectors_path}; pass --control-vectors or --direction mean-diff")
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
     if args.direction == "mean-diff":
         base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
         direction = mean_difference(model, base, tokenizer, read_texts(args.forget), layer)
@@ -119,7 +119,7 @@ def cmd_suffix(args: argparse.Namespace) -> int:
     _check_outputs(args)
     train = [item for path in args.train_mcq for item in read_mcq(path)]
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
     evaluate = _evaluator(args, model, tokenizer)
     before = evaluate()
     found = gcg_suffix(

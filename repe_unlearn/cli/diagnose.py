@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import load_model, load_tokenizer
+from ._common import load_model, tokenizer_for
 
 
 def _rmu_layers(model_dir: Path) -> tuple[int | None, list[int] | None]:
@@ -47,7 +47,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     base = None
     if args.base:
         base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
     dtype = torch.float16 if args.float16 else torch.float32
     result = diagnose(
         model,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, load_model, load_tokenizer
+from ._common import add_model_flags, load_model, tokenizer_for
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     item_sets = {Path(path).stem: read_mcq(path) for path in args.mcq or []}
     texts = read_texts(args.perplexity) if args.perplexity else None
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
     results: dict[str, Any] = {}
     lines = []
     main_rank = is_main()
@@ -75,6 +75,11 @@ def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="adds lm-eval's line 'The following are multiple choice questions (with answers) about SUBJECT.'",
     )
     evaluate.add_argument("--perplexity", metavar="FILE", help="token-level perplexity on a text corpus")
+    evaluate.add_argument(
+        "--base",
+        help="the model before unlearning: warn when --model's tokenizer differs from it (default: the base "
+        "named in --model's rmu_config.json)",
+    )
     evaluate.add_argument("--batch-size", type=int, default=16, help="questions (or texts) per forward pass")
     evaluate.add_argument("--json", metavar="OUT", help='write {"results": {"<file stem>": {...}}}')
     evaluate.add_argument("--predictions", metavar="OUT.jsonl", help="one line per item: index, pred, answer, scores")

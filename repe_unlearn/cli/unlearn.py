@@ -11,12 +11,12 @@ from ..errors import ConfigError
 from ._common import add_config_flags, add_model_flags, config_from_args, load_model, load_tokenizer
 
 
-def _read_corpora(paths: Sequence[str], text_field: str) -> list[list[str]]:
+def _read_corpora(paths: Sequence[str], text_field: str, raw: Sequence[str] = ()) -> list[list[str]]:
     from ..data import read_texts
 
     corpora = []
     for path in paths:
-        texts = read_texts(path, text_field=text_field)
+        texts = read_texts(path, text_field=text_field, raw_lines=path in raw)
         if not texts:
             raise ConfigError(f"corpus {path} holds no text")
         corpora.append(texts)
@@ -38,8 +38,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     log_path = Path(args.log_jsonl) if args.log_jsonl else None
     if log_path is not None and log_path.exists() and not args.overwrite:
         raise FileExistsError(f"{log_path} exists; pass --overwrite to replace it")
-    forget = _read_corpora(args.forget, args.text_field)
-    retain = _read_corpora(args.retain, args.text_field)
+    raw = list(args.raw_lines or [])
+    unknown = [path for path in raw if path not in [*args.forget, *args.retain]]
+    if unknown:
+        raise ConfigError(f"--raw-lines {unknown[0]} names no --forget or --retain corpus; give one of those paths")
+    forget = _read_corpora(args.forget, args.text_field, raw)
+    retain = _read_corpora(args.retain, args.text_field, raw)
     retain_names = list(args.retain)
     if len(retain) == 1 and len(forget) > 1:
         retain, retain_names = retain * len(forget), retain_names * len(forget)
@@ -83,6 +87,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         result,
         overwrite=args.overwrite,
         extra={"seconds": seconds, "base_model": str(args.model), "forget": args.forget, "retain": args.retain},
+        tokenizer_source=args.model,
     )
     last = result.history[-1]
     norms = ", ".join(f"{n:.4g}" for n in result.frozen_norms)
@@ -98,7 +103,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 def cmd_apply_delta(args: argparse.Namespace) -> int:
     """Rebuild an unlearned model from its base model and an rmu_delta.safetensors file."""
     from ..rmu import apply_delta
-    from ..rmu.artifacts import prepare_output, write_atomically
+    from ..rmu.artifacts import prepare_output, save_tokenizer, write_atomically
 
     prepare_output(Path(args.out), overwrite=args.overwrite)
     model = load_model(args.base, trust_remote_code=args.trust_remote_code)
@@ -112,7 +117,7 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tmp, tokenizer, args.base, trust_remote_code=args.trust_remote_code)
 
     write_atomically(args.out, fill, overwrite=args.overwrite)
     print(f"applied {len(names)} tensors ({', '.join(names)}) to {args.base}; wrote {args.out}")
@@ -147,6 +152,13 @@ def add_unlearn_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]
         help='safetensors with one vector per forget corpus under keys "0", "1", ...',
     )
     unlearn.add_argument("--text-field", default="text", help="JSONL/parquet field holding the text")
+    unlearn.add_argument(
+        "--raw-lines",
+        action="append",
+        metavar="FILE",
+        help="read this --forget/--retain corpus as raw lines, newline and any JSON syntax included, as the "
+        "published code reads every corpus but the bio one; repeatable",
+    )
     unlearn.add_argument("--log-jsonl", metavar="FILE", help="write one JSON line per step")
     unlearn.add_argument("--overwrite", action="store_true", help="replace an existing --out / --log-jsonl")
     add_model_flags(unlearn)

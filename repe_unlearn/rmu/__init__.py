@@ -12,8 +12,9 @@ from .._lazy import attributes
 if TYPE_CHECKING:
     from .artifacts import apply_delta, base_fingerprint, load_delta, save_delta, save_unlearned
     from .config import PRESETS, RMUConfig, preset
-    from .reference import reference_rmu
-    from .targets import directions_from, load_directions, random_directions, save_directions
+    from .optim import LegacyAdamW
+    from .reference import published_corpus, reference_rmu
+    from .targets import directions_from, load_directions, published_directions, random_directions, save_directions
     from .trainer import RMUResult, StepLog, make_batches, masked_mse, parameter_names, schedule, train, unlearn
 
 _WHERE = {  # public name -> the module that defines it, imported on first use
@@ -25,7 +26,10 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
     "PRESETS": ".config",
     "RMUConfig": ".config",
     "preset": ".config",
+    "LegacyAdamW": ".optim",
+    "published_corpus": ".reference",
     "reference_rmu": ".reference",
+    "published_directions": ".targets",
     "directions_from": ".targets",
     "load_directions": ".targets",
     "random_directions": ".targets",
@@ -43,6 +47,7 @@ __getattr__, __dir__ = attributes(__name__, _WHERE)
 
 __all__ = [
     "PRESETS",
+    "LegacyAdamW",
     "RMUConfig",
     "RMUResult",
     "StepLog",
@@ -55,6 +60,8 @@ __all__ = [
     "masked_mse",
     "parameter_names",
     "preset",
+    "published_corpus",
+    "published_directions",
     "random_directions",
     "reference_rmu",
     "save_delta",

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io import load_tensors, save_tensors
+from .._tokenizer_files import copy_tokenizer_files, tokenization_differences
 from ..errors import FormatError
 from .targets import save_directions
 from .trainer import RMUResult
@@ -76,6 +77,7 @@ def _summary(result: RMUResult, extra: Mapping[str, Any] | None) -> dict[str, An
     last = result.history[-1].to_dict() if result.history else None
     return {
         "config": result.config.to_dict(),
+        "optimizer": result.config.optimizer_name,  # what ran (the config may leave it to the mode)
         "parameter_names": result.parameter_names,
         "steering_coeff_used": result.coefficients,
         "frozen_norm_at_layer": result.frozen_norms,
@@ -116,6 +118,34 @@ def write_atomically(out: str | os.PathLike[str], fill: Any, *, overwrite: bool 
     return out
 
 
+def save_tokenizer(
+    out: str | os.PathLike[str],
+    tokenizer: Any,
+    base: str | os.PathLike[str] | None = None,
+    *,
+    trust_remote_code: bool = False,
+) -> list[str]:
+    """Write ``tokenizer`` into the model directory ``out`` so that it tokenizes as the base model's does.
+
+    The base directory's tokenizer files are copied byte for byte where it has them (``save_pretrained``
+    otherwise), and the written tokenizer must tokenize a fixed sample of texts exactly as ``tokenizer``
+    does; a difference raises :class:`FormatError`. Returns the names of the files copied.
+    """
+    from transformers import AutoTokenizer
+
+    copied = copy_tokenizer_files(base, out) if base is not None else []
+    if not copied:
+        tokenizer.save_pretrained(out)
+    written = AutoTokenizer.from_pretrained(out, local_files_only=True, trust_remote_code=trust_remote_code)
+    differ = tokenization_differences(written, tokenizer)
+    if differ:
+        raise FormatError(
+            f"the tokenizer written to {out} tokenizes {len(differ)} sample texts differently from the base's "
+            f"(first: {differ[0]!r}); nothing was written"
+        )
+    return copied
+
+
 def save_unlearned(
     out: str | os.PathLike[str],
     model: nn.Module,
@@ -124,14 +154,18 @@ def save_unlearned(
     *,
     overwrite: bool = False,
     extra: Mapping[str, Any] | None = None,
+    tokenizer_source: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the unlearned model directory: model + tokenizer, ``rmu_delta.safetensors``,
-    ``control_vectors.safetensors`` (the ``--control-vectors`` format) and ``rmu_config.json``."""
+    ``control_vectors.safetensors`` (the ``--control-vectors`` format) and ``rmu_config.json``.
+
+    ``tokenizer_source`` (the base model's directory) supplies the tokenizer files, copied byte for byte;
+    see :func:`save_tokenizer`."""
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)  # type: ignore[operator]
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tmp, tokenizer, tokenizer_source)
         save_delta(tmp / "rmu_delta.safetensors", model, result)
         save_directions(tmp / "control_vectors.safetensors", result.directions)
         (tmp / "rmu_config.json").write_text(json.dumps(_summary(result, extra), indent=2) + "\n")

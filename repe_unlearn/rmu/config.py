@@ -3,9 +3,12 @@
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
+
+OptimizerName = Literal["adamw-legacy", "adamw"]
+OPTIMIZERS: tuple[OptimizerName, ...] = ("adamw-legacy", "adamw")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -32,16 +35,38 @@ class RMUConfig:
         default=None, metadata=_help("β: set c = β · mean per-token norm of the frozen h_ℓ on forget data")
     )
     lr: float = field(default=5e-5, metadata=_help("AdamW learning rate (eps 1e-6, no weight decay)"))
+    optimizer: OptimizerName | None = field(
+        default=None,
+        metadata=_help(
+            "adamw-legacy: the published code's transformers.AdamW (eps on the uncorrected root); adamw: "
+            "torch.optim.AdamW (default: adamw-legacy in reference mode, adamw otherwise)"
+        ),
+    )
     batch_size: int = field(default=4, metadata=_help("texts per forget batch and per retain batch"))
     max_batches: int = field(default=80, metadata=_help("at most this many steps per epoch"))
     epochs: int = field(default=1, metadata=_help("passes over the batches (the published loop has one)"))
-    max_length: int = field(default=512, metadata=_help("tokens per text; longer texts are cut"))
-    min_len: int = field(default=0, metadata=_help("drop texts shorter than this many characters"))
+    max_length: int = field(
+        default=512, metadata=_help("tokens per retain text, and per forget text unless --forget-max-length")
+    )
+    forget_max_length: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_help(
+            "tokens per forget text, per forget corpus in --forget order; the last value repeats for later "
+            "corpora (default: max_length)"
+        ),
+    )
+    min_len: int = field(
+        default=0,
+        metadata=_help("drop texts shorter than this many characters (reference mode: keep len > min_len)"),
+    )
     seed: int = field(default=42, metadata=_help("seed of the control vectors and of --shuffle"))
     shuffle: bool = field(default=False, metadata=_help("shuffle each corpus before batching"))
     reference_mode: bool = field(
         default=False,
-        metadata=_help("the published code exactly: left padding with EOS, MSE over padding too"),
+        metadata=_help(
+            "the published loop: left padding with EOS, MSE over padding too, legacy AdamW, len > min_len, "
+            "u drawn on the model's device in its dtype (docs/rmu.md lists every item)"
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -68,6 +93,16 @@ class RMUConfig:
                     f"update layers {above} are invalid: each must be between 0 and the steered layer {self.layer} "
                     "(a layer above ℓ cannot change h_ℓ)"
                 )
+        if self.forget_max_length is not None and (
+            not self.forget_max_length or any(not isinstance(n, int) or n < 1 for n in self.forget_max_length)
+        ):
+            raise ConfigError(f"forget_max_length must be positive integers, got {self.forget_max_length!r}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.reference_mode and self.optimizer == "adamw":
+            raise ConfigError(
+                "reference mode runs the published optimizer (adamw-legacy); drop optimizer=adamw or reference_mode"
+            )
         if self.param_template is not None and "{layer}" not in self.param_template:
             raise ConfigError(f"param_template {self.param_template!r} must contain '{{layer}}'")
 
@@ -77,6 +112,22 @@ class RMUConfig:
         if self.update_layers is not None:
             return tuple(sorted(set(self.update_layers)))
         return tuple(range(max(0, self.layer - 2), self.layer + 1))
+
+    @property
+    def optimizer_name(self) -> OptimizerName:
+        """The optimizer that runs: ``optimizer``, or adamw-legacy in reference mode and adamw otherwise."""
+        if self.optimizer is not None:
+            return self.optimizer
+        return "adamw-legacy" if self.reference_mode else "adamw"
+
+    def forget_lengths(self, n_topics: int) -> list[int]:
+        """The forget max length of each forget corpus, in order: ``max_length`` where none is given, and the
+        last value for every corpus after the values run out (``(512, 768)`` is the published rule "512 for
+        topic 0, 768 for every later topic"; values beyond the last corpus are not used)."""
+        if self.forget_max_length is None:
+            return [self.max_length] * n_topics
+        values = list(self.forget_max_length)
+        return [values[min(topic, len(values) - 1)] for topic in range(n_topics)]
 
     def per_topic(self, name: str, n_topics: int) -> list[float]:
         """``steering_coeff`` or ``alpha`` expanded to one value per forget corpus."""
@@ -95,16 +146,19 @@ class RMUConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # WMDP paper, Zephyr-7B: Bio 63.7 -> 31.2, Cyber 44.0 -> 28.2, MMLU 58.1 -> 57.1
+    # WMDP paper, Zephyr-7B: Bio 63.7 -> 31.2, Cyber 44.0 -> 28.2, MMLU 58.1 -> 57.1; forget corpora in the
+    # published order (bio, cyber): bio cut at 512 tokens, cyber at 768, retain at 512
     "wmdp-zephyr": {
         "layer": 7,
         "update_layers": (5, 6, 7),
         "steering_coeff": (6.5,),
         "alpha": (1200.0,),
         "lr": 5e-5,
+        "optimizer": "adamw-legacy",
         "batch_size": 4,
         "max_batches": 150,
         "max_length": 512,
+        "forget_max_length": (512, 768),
         "reference_mode": True,
     },
     # the toy models of `repe-unlearn demo` (6 layers, d_model 128, residual norm ~14 at layer 4, far from

@@ -24,6 +24,24 @@ def random_directions(n_topics: int, d_model: int, seed: int) -> Tensor:
     return u / u.norm(dim=1, keepdim=True)
 
 
+def published_directions(
+    n_topics: int, d_model: int, seed: int, *, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``[n_topics, d_model]`` unit vectors drawn as the published code draws them, one per topic in turn.
+
+    The published code seeds torch (``torch.manual_seed(seed)`` and the CUDA seeds) and then draws
+    ``torch.rand(1, 1, d, dtype=model.dtype, device=model.device)`` per topic and divides it by its norm, in
+    that dtype. A generator of that device seeded with ``seed`` gives the same numbers as the seeded default
+    generator, as long as nothing drew from it in between (the published script draws nothing before).
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    rows = []
+    for _ in range(n_topics):
+        u = torch.rand(1, 1, d_model, dtype=dtype, device=device, generator=generator)
+        rows.append((u / torch.norm(u))[0, 0])
+    return torch.stack(rows)
+
+
 def _unit(vector: Tensor, what: str, d_model: int) -> Tensor:
     if vector.ndim != 1 or vector.shape[0] != d_model:
         raise ShapeError(f"{what} has shape {tuple(vector.shape)}; expected a vector of size d_model={d_model}")

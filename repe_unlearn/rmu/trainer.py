@@ -34,7 +34,8 @@ from .._vectors import ControlVector
 from ..data import pad_id, tokenize_batches
 from ..errors import ConfigError, DataError, TrainingError
 from .config import RMUConfig
-from .targets import directions_from, random_directions
+from .optim import make_optimizer
+from .targets import directions_from, published_directions, random_directions
 
 Batch = Mapping[str, Tensor]
 
@@ -128,10 +129,15 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None, *, denominator
 
 
 def make_batches(texts: Sequence[str], config: RMUConfig, *, name: str, shuffle_seed: int = 0) -> list[list[str]]:
-    """Consecutive batches of ``batch_size`` texts, texts shorter than ``min_len`` characters dropped."""
-    kept = [t for t in texts if len(t) >= config.min_len]
+    """Consecutive batches of ``batch_size`` texts, texts shorter than ``min_len`` characters dropped
+    (in reference mode, as published, a text is kept when ``len(text) > min_len``)."""
+    if config.reference_mode:
+        kept = [t for t in texts if len(t) > config.min_len]
+    else:
+        kept = [t for t in texts if len(t) >= config.min_len]
     if not kept:
-        raise DataError(f"{name} has no text of at least {config.min_len} characters")
+        relation = "more than" if config.reference_mode else "at least"
+        raise DataError(f"{name} has no text of {relation} {config.min_len} characters")
     if config.shuffle:
         random.Random(config.seed + shuffle_seed).shuffle(kept)
     return [kept[i : i + config.batch_size] for i in range(0, len(kept), config.batch_size)]
@@ -176,14 +182,21 @@ class _FrozenReplay:
 
     def __call__(self, calls: Mapping[int, LayerCall], attention_mask: Tensor | None) -> Tensor:
         hidden = calls[self.first].hidden_states
-        with replaying(self.model, attention_mask):
-            for index in range(self.first, self.layer + 1):
-                args, kwargs = calls[index].with_hidden_states(hidden)
-                if index in self.frozen:
-                    out = functional_call(self.layers[index], self.frozen[index], args, kwargs)
-                else:
-                    out = self.layers[index](*args, **kwargs)
-                hidden = _unpack(out, f"decoder layer {index}")[0]
+        modes = [(m, m.training) for layer in self.layers[self.first : self.layer + 1] for m in layer.modules()]
+        try:
+            for module, _ in modes:  # the frozen model is in eval mode, as the published loop's copy is
+                module.training = False
+            with replaying(self.model, attention_mask):
+                for index in range(self.first, self.layer + 1):
+                    args, kwargs = calls[index].with_hidden_states(hidden)
+                    if index in self.frozen:
+                        out = functional_call(self.layers[index], self.frozen[index], args, kwargs)
+                    else:
+                        out = self.layers[index](*args, **kwargs)
+                    hidden = _unpack(out, f"decoder layer {index}")[0]
+        finally:
+            for module, mode in modes:
+                module.training = mode
         return hidden
 
 
@@ -210,7 +223,9 @@ def train(
     selected = {name: params[name] for name in names}
     width = d_model(model)
     layer, first = config.layer, min(config.layers_to_update)
-    if directions is None:
+    if directions is None and config.reference_mode:  # drawn as published: on the model's device, in its dtype
+        directions = published_directions(n_topics, width, config.seed, device=input_device(model), dtype=_dtype(model))
+    elif directions is None:
         directions = random_directions(n_topics, width, config.seed)
     if directions.shape != (n_topics, width):
         raise ConfigError(f"directions have shape {tuple(directions.shape)}; expected ({n_topics}, {width})")
@@ -233,15 +248,19 @@ def train(
     replay = _FrozenReplay(model, names, first, layer)
     flags = {name: p.requires_grad for name, p in params.items()}
     was_training = model.training
-    # c·u in float32 on the CPU; each loss moves it to where h_ℓ lives (layers may sit on different devices)
-    targets = [c * u.float().cpu() for c, u in zip(coefficients, directions, strict=True)]
+    # c·u in the directions' dtype (float32, or the model's for the published draw), computed as published
+    # (u times c); each loss moves it to where h_ℓ lives (layers may sit on different devices)
+    targets = [u * c for c, u in zip(coefficients, directions, strict=True)]
     try:
-        model.eval()  # dropout off: RMU compares activations, which must not be noisy
+        # dropout off: RMU compares activations, which must not be noisy. The published loop trains the
+        # updated model in .train() (its frozen copy stays in eval); reference mode does the same, so a model
+        # with dropout sees it there too (Zephyr's is 0)
+        model.train(config.reference_mode)
         for p in params.values():
             p.requires_grad_(False)
         for p in selected.values():
             p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(list(selected.values()), lr=config.lr, eps=1e-6, weight_decay=0.0)
+        optimizer = make_optimizer(config.optimizer_name, list(selected.values()), config.lr)
         size = world()[1]
         bar = tqdm(steps, desc="RMU", disable=not (progress and is_main()), unit="step")
         for step, (topic, index) in enumerate(bar):
@@ -353,6 +372,14 @@ def _retain_loss(
     return masked_mse(h, frozen.to(h.device), shard.mask, denominator=shard.denominator) * weight, h, shard.mask
 
 
+def _dtype(model: nn.Module) -> torch.dtype:
+    """The model's floating-point dtype (``model.dtype`` of a transformers model)."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
 def _check_finite(loss: Tensor, step: int, which: str) -> None:
     if not torch.isfinite(loss):
         raise TrainingError(
@@ -368,11 +395,20 @@ def _mask(batch: Batch, config: RMUConfig) -> Tensor | None:
 class TokenizedBatches(Sequence[dict[str, Tensor]]):
     """Batches of texts tokenized on access (only the batches a run uses are ever tokenized).
 
-    Right padding by default; left padding with EOS as the pad token in reference mode, as published.
+    Right padding by default; left padding with EOS as the pad token in reference mode, as published. Texts
+    longer than ``max_length`` tokens are cut on the right (keeping their start), as published.
     """
 
-    def __init__(self, tokenizer: Any, batches: Sequence[Sequence[str]], config: RMUConfig, device: torch.device):
+    def __init__(
+        self,
+        tokenizer: Any,
+        batches: Sequence[Sequence[str]],
+        config: RMUConfig,
+        device: torch.device,
+        max_length: int,
+    ) -> None:
         self.tokenizer, self.batches, self.config, self.device = tokenizer, batches, config, device
+        self.max_length = max_length
         self.side: Literal["left", "right"] = "left" if config.reference_mode else "right"
         eos = getattr(tokenizer, "eos_token_id", None)
         self.pad = eos if config.reference_mode and isinstance(eos, int) else pad_id(tokenizer)
@@ -386,7 +422,7 @@ class TokenizedBatches(Sequence[dict[str, Tensor]]):
             self.tokenizer,
             texts,
             len(texts),
-            max_length=self.config.max_length,
+            max_length=self.max_length,
             padding_side=self.side,
             pad_token_id=self.pad,
             device=self.device,
@@ -436,9 +472,12 @@ def unlearn(
     r_names = retain_names or [f"retain corpus {i}" for i in range(len(retain))]
     forget_batches = [make_batches(t, config, name=f_names[i], shuffle_seed=i) for i, t in enumerate(forget)]
     retain_batches = [make_batches(t, config, name=r_names[i], shuffle_seed=1000 + i) for i, t in enumerate(retain)]
-    device = next(model.parameters()).device
-    forget_tok = [TokenizedBatches(tokenizer, b, config, device) for b in forget_batches]
-    retain_tok = [TokenizedBatches(tokenizer, b, config, device) for b in retain_batches]
+    device = input_device(model)
+    lengths = config.forget_lengths(len(forget))  # e.g. bio 512, cyber 768 tokens in the published run
+    forget_tok = [
+        TokenizedBatches(tokenizer, b, config, device, n) for b, n in zip(forget_batches, lengths, strict=True)
+    ]
+    retain_tok = [TokenizedBatches(tokenizer, b, config, device, config.max_length) for b in retain_batches]
     directions = None
     if control_vectors is not None:
         if isinstance(control_vectors, Tensor):

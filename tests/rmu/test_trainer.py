@@ -69,27 +69,6 @@ def test_forget_loss_falls_and_retain_stays_small(tokenizer: object) -> None:
     assert last.forget_norm > first.forget_norm
 
 
-def test_reference_mode_matches_the_published_loop(tokenizer: object) -> None:
-    cfg = config(reference_mode=True, max_batches=5, lr=5e-3, max_length=64)
-    ours, theirs = make_model("llama"), make_model("llama")
-    result = rmu.unlearn(ours, tokenizer, [FORGET, FORGET[::-1]], [RETAIN, RETAIN[::-1]], cfg, progress=False)
-    batches_f = [rmu.make_batches(t, cfg, name="f") for t in (FORGET, FORGET[::-1])]
-    batches_r = [rmu.make_batches(t, cfg, name="r") for t in (RETAIN, RETAIN[::-1])]
-    device = torch.device("cpu")
-    forget = [list(rmu.trainer.TokenizedBatches(tokenizer, b, cfg, device)) for b in batches_f]
-    retain = [list(rmu.trainer.TokenizedBatches(tokenizer, b, cfg, device)) for b in batches_r]
-    assert forget[0][0]["input_ids"][:, 0].eq(tokenizer.eos_token_id).any()  # left padding with EOS
-    losses = rmu.reference_rmu(
-        theirs, forget, retain, cfg, directions=result.directions, coefficients=result.coefficients
-    )
-    assert len(losses) == len(result.history) == 5
-    for (forget_ref, retain_ref, _), log in zip(losses, result.history, strict=True):
-        assert log.forget_loss == pytest.approx(forget_ref, rel=1e-3)
-        assert log.retain_loss == pytest.approx(retain_ref, rel=1e-3, abs=1e-7)
-    for name in result.parameter_names:
-        torch.testing.assert_close(dict(ours.named_parameters())[name], dict(theirs.named_parameters())[name])
-
-
 def test_padding_is_masked_by_default(tokenizer: object) -> None:
     acts = torch.randn(2, 5, 4)
     target = torch.randn(4)
