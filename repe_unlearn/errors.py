@@ -14,15 +14,20 @@ class ArchitectureError(RepeUnlearnError, LookupError):
 
 
 class LayerNotFoundError(RepeUnlearnError, IndexError):
-    """A layer index is out of range for the model (or absent from a cache or vector)."""
+    """A layer index is out of range for the model (or absent from a cache or vector), not an int (a float,
+    bool or string layer is refused, never truncated), or an empty selection of layers."""
 
 
 class HookPointError(RepeUnlearnError, ValueError):
-    """An unknown hook point name, or a module output that holds no activation tensor."""
+    """An unknown hook point name (in ``record``, ``attach``, ``ControlVector``, ``ablate_direction``...), a
+    module output that holds no activation tensor, or a handle entered after its removal or inside its own
+    ``with`` block."""
 
 
 class ShapeError(RepeUnlearnError, ValueError):
-    """A tensor's shape does not fit the model, e.g. a vector whose size is not d_model."""
+    """A tensor's shape does not fit the model, e.g. a vector whose size is not d_model, a hook point whose
+    module gives no ``[batch pos d_model]`` activation (named in the message), or a zero, NaN or infinite
+    direction."""
 
 
 class FormatError(RepeUnlearnError, ValueError):
@@ -30,7 +35,8 @@ class FormatError(RepeUnlearnError, ValueError):
 
 
 class ConfigError(RepeUnlearnError, ValueError):
-    """An invalid option or combination of options."""
+    """An invalid option or combination of options, e.g. an intervention entered while already active, one
+    built for another model than the one evaluated, or a non-finite steering coefficient."""
 
 
 class DataError(RepeUnlearnError, ValueError):
