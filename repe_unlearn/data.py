@@ -81,6 +81,15 @@ def tokenize_batches(
         yield {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
+def _split_lines(text: str) -> list[str]:
+    """Lines as a file iterator gives them (``\n``, ``\r\n`` or ``\r``), without their ends."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _lines(path: Path) -> list[str]:
+    return _split_lines(path.read_text(encoding="utf-8"))
+
+
 @contextmanager
 def _truncating_right(tokenizer: Any) -> Iterator[None]:
     """The tokenizer truncates on the right inside the block (as the published RMU loop sets it), then
@@ -123,7 +132,9 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text", raw_li
     if path.suffix == ".parquet":
         return _read_parquet(path, text_field)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # the file's own lines (\n, \r\n or \r), as `for line in open(path)` gives them: str.splitlines would
+        # also break inside JSON strings at U+2028, U+2029 and U+0085, which JSON allows unescaped
+        lines = _lines(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read corpus {path}: {exc}") from None
     if path.suffix != ".jsonl":
@@ -223,7 +234,7 @@ def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
             items = [_item(row, f"{path} item {i}") for i, row in enumerate(rows)]
         else:
             items = []
-            for number, line in enumerate(text.splitlines(), start=1):
+            for number, line in enumerate(_split_lines(text), start=1):
                 if line.strip():
                     try:
                         row = json.loads(line)

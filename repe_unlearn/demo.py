@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._outputs import OutputDir
 from .attacks import AttackResult, ablate, gcg_suffix, relearn, with_suffix
 from .data import read_mcq, read_texts
 from .diagnostics import diagnose, reading, write_report
 from .evaluation import evaluate_mcq, perplexity
 from .plots import accuracy_bars, loss_curves, norm_curves, relearning_curve
 from .rmu import preset, unlearn
-from .rmu.artifacts import prepare_output, save_unlearned
+from .rmu.artifacts import save_unlearned
 from .toy import SHIPPED_WORLD, load_shipped_model
 
 CHANCE = 0.25  # four choices per question
@@ -46,8 +47,7 @@ def _evaluate(model: Any, tokenizer: Any, items: dict[str, Any]) -> dict[str, fl
 
 def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Run the demo and write its outputs to ``out`` (refused if it exists and is not empty)."""
-    out = Path(out)
-    prepare_output(out, overwrite=overwrite)
+    target = OutputDir(out, overwrite=overwrite)  # checked before any compute
     timings: dict[str, float] = {}
     start = time.perf_counter()
     model, tokenizer = load_shipped_model()
@@ -102,7 +102,7 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
     }
     perplexities = {"retain before": ppl_before, "retain after": ppl_after}
     demo = DemoResult(
-        out,
+        Path(out),
         before,
         after,
         perplexities,
@@ -142,9 +142,7 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         (tmp / "report.md").write_text(_report(demo, reading(diagnostics)))
         save_unlearned(tmp / "model", model, tokenizer, result)
 
-    from .rmu.artifacts import write_atomically
-
-    write_atomically(out, fill, overwrite=overwrite)
+    target.write(fill)
     return demo
 
 

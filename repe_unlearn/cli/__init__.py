@@ -6,6 +6,7 @@ Errors of this package become one line on stderr and exit code 2; ``--debug`` sh
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import RepeUnlearnError
@@ -18,17 +19,27 @@ from .toy import add_toy_parser
 from .unlearn import add_unlearn_parser
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``repe-unlearn`` argument parser (docs generate the CLI reference from it)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="repe-unlearn",
         description="Activation editing with hooks for HuggingFace causal LMs, and RMU unlearning built on it.",
     )
     parser.add_argument("--version", action="version", version=f"repe-unlearn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(  # type: ignore[assignment]
+        dest="command", metavar="COMMAND"
+    )
     for add_parser in (
         add_inspect_parser,
         add_unlearn_parser,
@@ -43,26 +54,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``repe-unlearn`` console script."""
+    """Entry point of the ``repe-unlearn`` console script.
+
+    Every failure is one line on stderr: the package's own errors and the operating system's (a missing,
+    unreadable or existing file) exit with 2, an interrupt with 130 (outputs are written atomically, so an
+    interrupted run leaves nothing half-written), anything unexpected with 1; ``--debug`` re-raises instead.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a one-line usage error
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return 0
-    import transformers
-
-    from .._distributed import init_from_env
-
-    transformers.utils.logging.disable_progress_bar()  # per-file load/save bars are noise next to ours
-    init_from_env()  # under torchrun / accelerate launch: join the process group
     try:
+        import transformers
+
+        from .._distributed import init_from_env
+
+        transformers.utils.logging.disable_progress_bar()  # per-file load/save bars are noise next to ours
+        init_from_env()  # under torchrun / accelerate launch: join the process group
         code: int = args.func(args)
         return code
-    except (RepeUnlearnError, FileNotFoundError, FileExistsError) as exc:
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"repe-unlearn: error: {exc}", file=sys.stderr)
+        print("repe-unlearn: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (RepeUnlearnError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"repe-unlearn: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback behind --debug
+        if args.debug:
+            raise
+        print(
+            f"repe-unlearn: unexpected error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
 
 
 def entry() -> None:

@@ -33,10 +33,32 @@ def load_model(
         if importlib.util.find_spec("accelerate") is None:
             raise ConfigError("--device auto spreads the model with accelerate: pip install accelerate")
         kwargs["device_map"] = "auto"
-    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    if device not in (None, "auto"):
+        _check_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+        # a truncated or random model.safetensors, a broken config.json, an unknown model_type, a mismatch
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
+        raise ConfigError(f"cannot load the model in {path}: {type(exc).__name__}: {detail}") from None
     if device not in (None, "auto"):
         model = model.to(device)
     return model
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps, auto)") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if where.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available on this machine")
 
 
 def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
@@ -45,7 +67,47 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load a tokenizer from {path}: {str(exc).splitlines()[0]}") from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ConfigError(f"cannot load a tokenizer from {path}: {detail}") from None
+
+
+def mcq_sets(paths: list[str] | None) -> dict[str, Any]:
+    """The items of each ``--mcq`` file under its file stem; two files with one stem are refused (results are
+    keyed by it, and one set would silently replace the other)."""
+    from ..data import read_mcq
+
+    sets: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for path in paths or []:
+        name = Path(path).stem
+        if name in sets:
+            raise ConfigError(f"--mcq {path} and {where[name]} share the name {name!r}; rename one of them")
+        sets[name], where[name] = read_mcq(path), path
+    return sets
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, or a clear error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a positive finite number."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
 
 
 def _recorded_base(model_dir: str) -> str | None:

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, load_model, tokenizer_for
+from ._common import add_model_flags, load_model, mcq_sets, positive_float, positive_int, tokenizer_for
 
 
 def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[], dict[str, float]]:
-    from ..data import read_mcq
     from ..evaluation import evaluate_mcq
 
-    item_sets = {Path(p).stem: read_mcq(p) for p in args.eval_mcq}
+    item_sets = mcq_sets(args.eval_mcq)
 
     def evaluate() -> dict[str, float]:
         return {
@@ -29,8 +28,15 @@ def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.json} exists; pass --overwrite to replace it")
+    from .._outputs import check_output_file
+
+    names = ("model", "base", "train", "forget", "eval_mcq", "control_vectors")
+    inputs = [p for name in names for p in _as_list(getattr(args, name, None))]
+    check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=inputs)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _finish(args: argparse.Namespace, result: Any) -> int:
@@ -38,7 +44,9 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
     for name in result.before:
         print(f"{name:<28}{result.before[name]:8.3f}{result.after[name]:8.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
+        from .._outputs import write_text_atomically
+
+        write_text_atomically(args.json, json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
@@ -162,7 +170,7 @@ def _eval_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--format", choices=["letter", "cloze"], default="letter", help="as in repe-unlearn eval")
     parser.add_argument("--subject", help="as in repe-unlearn eval")
-    parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="questions per forward pass")
     parser.add_argument("--json", metavar="OUT", help="write before/after accuracy and the attack's details")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attack's sampling")
@@ -179,12 +187,12 @@ def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p = kinds.add_parser("relearn", help=cmd_relearn.__doc__, description=cmd_relearn.__doc__)
     _eval_flags(p)
     p.add_argument("--train", required=True, help="corpus to fine-tune on (e.g. half of the forget entities)")
-    p.add_argument("--steps", type=int, default=50, help="fine-tuning steps (default: 50)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
-    p.add_argument("--train-batch-size", type=int, default=8, help="texts per step (default: 8)")
-    p.add_argument("--eval-every", type=int, default=10, help="evaluate every k steps (default: 10)")
+    p.add_argument("--steps", type=positive_int, default=50, help="fine-tuning steps (default: 50)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
+    p.add_argument("--train-batch-size", type=positive_int, default=8, help="texts per step (default: 8)")
+    p.add_argument("--eval-every", type=positive_int, default=10, help="evaluate every k steps (default: 10)")
     p.add_argument("--params", action="append", metavar="GLOB", help="train only matching tensors; repeatable")
-    p.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (needs peft)")
+    p.add_argument("--lora-rank", type=positive_int, help="train LoRA adapters of this rank (needs peft)")
     p.add_argument("--text-field", default="text", help="JSONL/parquet field holding the text")
     p.set_defaults(func=cmd_relearn)
 
@@ -211,8 +219,8 @@ def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="FILE",
         help="items whose right answers the suffix is optimised for; repeatable",
     )
-    p.add_argument("--length", type=int, default=8, help="suffix tokens (default: 8)")
-    p.add_argument("--steps", type=int, default=40, help="GCG steps (default: 40)")
-    p.add_argument("--top-k", type=int, default=32, help="substitutions considered per position (default: 32)")
-    p.add_argument("--candidates", type=int, default=32, help="candidates scored per step (default: 32)")
+    p.add_argument("--length", type=positive_int, default=8, help="suffix tokens (default: 8)")
+    p.add_argument("--steps", type=positive_int, default=40, help="GCG steps (default: 40)")
+    p.add_argument("--top-k", type=positive_int, default=32, help="substitutions considered per position (default: 32)")
+    p.add_argument("--candidates", type=positive_int, default=32, help="candidates scored per step (default: 32)")
     p.set_defaults(func=cmd_suffix)

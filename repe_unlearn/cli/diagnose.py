@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import load_model, tokenizer_for
+from ._common import load_model, mcq_sets, positive_int, tokenizer_for
 
 
 def _rmu_layers(model_dir: Path) -> tuple[int | None, list[int] | None]:
@@ -26,13 +26,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     from .._distributed import is_main
     from .._io import read_safetensors
-    from ..data import read_mcq, read_texts
+    from .._outputs import OutputDir
+    from ..data import read_texts
     from ..diagnostics import diagnose, write_report
-    from ..rmu.artifacts import prepare_output, write_atomically
 
-    prepare_output(Path(args.out), overwrite=args.overwrite)
+    inputs = [args.model, args.base, args.forget, args.retain, *args.mcq, args.control_vectors]
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs)
     forget, retain = read_texts(args.forget), read_texts(args.retain)
-    mcq = {Path(p).stem: read_mcq(p) for p in args.mcq}
+    mcq = mcq_sets(args.mcq)
     direction = None
     vectors = Path(args.control_vectors) if args.control_vectors else Path(args.model) / "control_vectors.safetensors"
     if vectors.is_file():
@@ -66,7 +67,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     )
     if not is_main():  # under torchrun rank 0 alone writes
         return 0
-    write_atomically(args.out, lambda tmp: write_report(result, tmp), overwrite=args.overwrite)
+    out.write(lambda tmp: write_report(result, tmp))
     _print_table(result.to_dict())
     print(f"wrote {args.out}/diagnostics.json, norms.png, probes.png, report.md")
     return 0
@@ -107,7 +108,7 @@ def add_diagnose_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser
         help="RMU control vectors (default: MODEL/control_vectors.safetensors when present)",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass")
     p.add_argument("--float16", action="store_true", help="keep cached features in float16 (half the memory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_model_flags(p)

@@ -6,21 +6,24 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, load_model, tokenizer_for
+from ._common import add_model_flags, load_model, mcq_sets, positive_int, tokenizer_for
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Multiple-choice accuracy (WMDP/MMLU format, as lm-eval scores it) and perplexity of a model."""
     from .._distributed import is_main
+    from .._outputs import check_output_file, write_text_atomically
     from ..data import read_texts
-    from ..evaluation import evaluate_mcq, perplexity, read_mcq
+    from ..evaluation import evaluate_mcq, perplexity
 
     if not args.mcq and not args.perplexity:
         raise ConfigError("nothing to evaluate: give --mcq FILE (repeatable) and/or --perplexity FILE")
-    for target in (args.json, args.predictions):
-        if target and Path(target).exists() and not args.overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
-    item_sets = {Path(path).stem: read_mcq(path) for path in args.mcq or []}
+    inputs = [args.model, args.base, *(args.mcq or []), args.perplexity]
+    for flag, target in (("--json", args.json), ("--predictions", args.predictions)):
+        check_output_file(target, flag, overwrite=args.overwrite, inputs=inputs)
+    if args.json and args.predictions and Path(args.json).resolve() == Path(args.predictions).resolve():
+        raise ConfigError("--json and --predictions name the same file; give two paths")
+    item_sets = mcq_sets(args.mcq)
     texts = read_texts(args.perplexity) if args.perplexity else None
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     tokenizer = tokenizer_for(args)
@@ -51,9 +54,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not main_rank:  # under torchrun rank 0 alone writes
         return 0
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
+        write_text_atomically(args.json, json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
     if args.predictions:
-        Path(args.predictions).write_text("".join(json.dumps(line) + "\n" for line in lines))
+        write_text_atomically(args.predictions, "".join(json.dumps(line) + "\n" for line in lines))
     return 0
 
 
@@ -80,7 +83,7 @@ def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="the model before unlearning: warn when --model's tokenizer differs from it (default: the base "
         "named in --model's rmu_config.json)",
     )
-    evaluate.add_argument("--batch-size", type=int, default=16, help="questions (or texts) per forward pass")
+    evaluate.add_argument("--batch-size", type=positive_int, default=16, help="questions (or texts) per forward pass")
     evaluate.add_argument("--json", metavar="OUT", help='write {"results": {"<file stem>": {...}}}')
     evaluate.add_argument("--predictions", metavar="OUT.jsonl", help="one line per item: index, pred, answer, scores")
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing --json/--predictions files")

@@ -4,29 +4,33 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_config_flags, config_from_args
+from ._common import add_config_flags, config_from_args, mcq_sets, positive_int
 
 
 def cmd_toy_world(args: argparse.Namespace) -> int:
     """Write a fictitious world: forget/retain corpora, cloze and letter MCQ files, a forget split."""
+    from .._outputs import OutputDir
     from ..toy import World, write_world
 
-    files = write_world(World.generate(args.seed, args.entities), args.out)
-    print(f"wrote {len(files)} files to {args.out}: " + ", ".join(sorted(p.name for p in files.values())))
+    out = OutputDir(args.out, overwrite=args.overwrite)
+    world = World.generate(args.seed, args.entities)
+    names: list[str] = []
+    out.write(lambda tmp: names.extend(p.name for p in write_world(world, tmp).values()))  # all or nothing
+    print(f"wrote {len(names)} files to {args.out}: " + ", ".join(sorted(names)))
     return 0
 
 
 def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     """Train a tokenizer and a small Llama causal LM from scratch on corpora; save both (HuggingFace format)."""
+    from .._outputs import OutputDir
     from ..data import read_texts
-    from ..evaluation import evaluate_mcq, read_mcq
-    from ..rmu.artifacts import prepare_output, write_atomically
+    from ..evaluation import evaluate_mcq
     from ..toy import PretrainConfig, pretrain
 
     config = config_from_args(args, PretrainConfig, {})
-    prepare_output(Path(args.out), overwrite=args.overwrite)
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=[*args.corpus, *(args.eval_mcq or [])])
     texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
-    item_sets = {Path(p).stem: read_mcq(p) for p in args.eval_mcq or []}
+    item_sets = mcq_sets(args.eval_mcq)
     model, tokenizer, losses = pretrain(texts, config)
     results = {}
     for name, items in item_sets.items():
@@ -47,7 +51,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
         }
         (tmp / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    write_atomically(args.out, fill, overwrite=args.overwrite)
+    out.write(fill)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"trained {n_params / 1e6:.2f}M parameters on {len(texts)} documents in {seconds:.0f} s "
@@ -67,9 +71,10 @@ def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     )
     toy_sub = toy.add_subparsers(dest="toy_command", metavar="COMMAND", required=True)
     world = toy_sub.add_parser("world", help=cmd_toy_world.__doc__, description=cmd_toy_world.__doc__)
-    world.add_argument("--out", required=True, help="output directory (must be empty or absent)")
+    world.add_argument("--out", required=True, help="output directory (refused if it exists and is not empty)")
+    world.add_argument("--overwrite", action="store_true", help="replace an existing --out written by this tool")
     world.add_argument("--seed", type=int, default=0, help="the same seed gives the same world (default: 0)")
-    world.add_argument("--entities", type=int, default=50, help="entities per domain (default: 50)")
+    world.add_argument("--entities", type=positive_int, default=50, help="entities per domain (default: 50)")
     world.set_defaults(func=cmd_toy_world)
 
     pre = toy_sub.add_parser("pretrain", help=cmd_toy_pretrain.__doc__, description=cmd_toy_pretrain.__doc__)

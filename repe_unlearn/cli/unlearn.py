@@ -26,18 +26,18 @@ def _read_corpora(paths: Sequence[str], text_field: str, raw: Sequence[str] = ()
 def cmd_unlearn(args: argparse.Namespace) -> int:
     """Unlearn with RMU: misdirect layer ℓ on forget corpora, preserve it on retain corpora."""
     from .._distributed import is_main
+    from .._outputs import OutputDir, check_output_file
     from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
-    from ..rmu.artifacts import prepare_output
     from ..rmu.trainer import StepLog
 
     config = config_from_args(args, RMUConfig, PRESETS)
     if len(args.retain) not in (1, len(args.forget)):
         raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")
-    out = Path(args.out)
-    prepare_output(out, overwrite=args.overwrite)
+    inputs = [args.model, *args.forget, *args.retain, args.control_vectors]
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs)  # every output checked before any compute
+    out.check_file(args.log_jsonl, "--log-jsonl")
+    check_output_file(args.log_jsonl, "--log-jsonl", overwrite=args.overwrite, inputs=inputs)
     log_path = Path(args.log_jsonl) if args.log_jsonl else None
-    if log_path is not None and log_path.exists() and not args.overwrite:
-        raise FileExistsError(f"{log_path} exists; pass --overwrite to replace it")
     raw = list(args.raw_lines or [])
     unknown = [path for path in raw if path not in [*args.forget, *args.retain]]
     if unknown:
@@ -86,7 +86,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         tokenizer,
         result,
         overwrite=args.overwrite,
-        extra={"seconds": seconds, "base_model": str(args.model), "forget": args.forget, "retain": args.retain},
+        extra={
+            "seconds": seconds,
+            "base_model": str(Path(args.model).resolve()),
+            "forget": args.forget,
+            "retain": args.retain,
+        },
         tokenizer_source=args.model,
     )
     last = result.history[-1]
@@ -96,16 +101,17 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     print(f"  steered layer {config.layer}; updated {', '.join(result.parameter_names)}")
     print(f"  frozen norm at layer {config.layer}: {norms}; steering coefficient c: {coeffs}")
     print(f"  last step: forget loss {last.forget_loss:.4g}, retain loss {last.retain_loss:.4g}")
-    print(f"  wrote {out}")
+    print(f"  wrote {args.out}")
     return 0
 
 
 def cmd_apply_delta(args: argparse.Namespace) -> int:
     """Rebuild an unlearned model from its base model and an rmu_delta.safetensors file."""
+    from .._outputs import OutputDir
     from ..rmu import apply_delta
-    from ..rmu.artifacts import prepare_output, save_tokenizer, write_atomically
+    from ..rmu.artifacts import save_tokenizer
 
-    prepare_output(Path(args.out), overwrite=args.overwrite)
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=[args.base, args.delta])
     model = load_model(args.base, trust_remote_code=args.trust_remote_code)
     names = apply_delta(model, args.delta)
     tokenizer = None
@@ -119,7 +125,7 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
         if tokenizer is not None:
             save_tokenizer(tmp, tokenizer, args.base, trust_remote_code=args.trust_remote_code)
 
-    write_atomically(args.out, fill, overwrite=args.overwrite)
+    out.write(fill)
     print(f"applied {len(names)} tensors ({', '.join(names)}) to {args.base}; wrote {args.out}")
     return 0
 

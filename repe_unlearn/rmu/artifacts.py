@@ -2,14 +2,13 @@
 
 The delta holds only the updated tensors plus a fingerprint of the base model's values of those tensors,
 so ``apply_delta`` can refuse a base it was not made from. Outputs are written to a temporary directory
-beside the target and moved into place at the end: an interrupted run leaves nothing half-written.
+beside the target and moved into place at the end (see :mod:`repe_unlearn._outputs`): an interrupted run
+leaves nothing half-written, and nothing this tool did not write is ever deleted.
 """
 
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io import load_tensors, save_tensors
+from .._outputs import OutputDir
 from .._tokenizer_files import copy_tokenizer_files, tokenization_differences
 from ..errors import FormatError
 from .targets import save_directions
@@ -87,37 +87,6 @@ def _summary(result: RMUResult, extra: Mapping[str, Any] | None) -> dict[str, An
     }
 
 
-def prepare_output(out: Path, *, overwrite: bool) -> None:
-    """Refuse an existing non-empty output directory unless ``overwrite``."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"directory {out.parent} does not exist; create it first")
-
-
-def write_atomically(out: str | os.PathLike[str], fill: Any, *, overwrite: bool = False) -> Path:
-    """Call ``fill(tmp_dir)`` and move the directory to ``out`` only when it returns."""
-    out = Path(out)
-    prepare_output(out, overwrite=overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new directory
-    try:
-        fill(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
-
-
 def save_tokenizer(
     out: str | os.PathLike[str],
     tokenizer: Any,
@@ -147,7 +116,7 @@ def save_tokenizer(
 
 
 def save_unlearned(
-    out: str | os.PathLike[str],
+    out: "str | os.PathLike[str] | OutputDir",
     model: nn.Module,
     tokenizer: Any,
     result: RMUResult,
@@ -170,4 +139,5 @@ def save_unlearned(
         save_directions(tmp / "control_vectors.safetensors", result.directions)
         (tmp / "rmu_config.json").write_text(json.dumps(_summary(result, extra), indent=2) + "\n")
 
-    return write_atomically(out, fill, overwrite=overwrite)
+    target = out if isinstance(out, OutputDir) else OutputDir(out, overwrite=overwrite)
+    return target.write(fill)

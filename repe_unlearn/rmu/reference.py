@@ -65,17 +65,21 @@ def _forward_with_cache(model: nn.Module, inputs: Any, module: nn.Module, *, no_
 
 
 def _legacy_adamw_step(params: Sequence[Tensor], state: list[dict[str, Any]], lr: float) -> None:
-    """``p -= lr · sqrt(1-β2^t)/(1-β1^t) · m / (sqrt(v) + eps)``, β = (0.9, 0.999), eps 1e-6, no decay."""
+    """``p -= lr · sqrt(1-β2^t)/(1-β1^t) · m / (sqrt(v) + eps)``, β = (0.9, 0.999), eps 1e-6, no decay, with the
+    published implementation's in-place operations in its order (in bf16 another order rounds differently)."""
     beta1, beta2, eps = 0.9, 0.999, 1e-6
     with torch.no_grad():
         for p, s in zip(params, state, strict=True):
             if p.grad is None:
                 continue
-            s["t"] = s.get("t", 0) + 1
-            m = s["m"] = beta1 * s.get("m", torch.zeros_like(p)) + (1 - beta1) * p.grad
-            v = s["v"] = beta2 * s.get("v", torch.zeros_like(p)) + (1 - beta2) * p.grad * p.grad
-            step_size = lr * math.sqrt(1 - beta2 ** s["t"]) / (1 - beta1 ** s["t"])
-            p -= step_size * m / (v.sqrt() + eps)
+            if not s:
+                s.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+            s["t"] += 1
+            s["m"].mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
+            s["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+            denom = s["v"].sqrt().add_(eps)
+            step_size = lr * math.sqrt(1.0 - beta2 ** s["t"]) / (1.0 - beta1 ** s["t"])
+            p.addcdiv_(s["m"], denom, value=-step_size)
 
 
 def reference_rmu(

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
@@ -120,9 +121,11 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None, *, denominator
     ``denominator`` replaces the number of averaged values: a rank holding a shard of a global batch divides
     by the global batch's count, so that the shards' losses add up to the global loss.
     """
+    if mask is None and denominator is None:  # as the published code computes it (bit for bit in bf16 too)
+        return F.mse_loss(pred, target.expand_as(pred))
     squared = (pred - target).square()
     if mask is None:
-        return squared.mean() if denominator is None else squared.sum() / denominator
+        return squared.sum() / float(denominator or squared.numel())
     keep = real_positions(mask, pred, pred.dtype)[..., None]
     count = (keep.sum() * pred.shape[-1]).clamp(min=1) if denominator is None else denominator
     return (squared * keep).sum() / count
@@ -315,7 +318,7 @@ class _Shard:
 
     inputs: dict[str, Tensor]
     mask: Tensor | None  # None in reference mode: every position counts, padding included
-    denominator: float  # the number of averaged values in the *global* batch
+    denominator: float | None  # the number of averaged values in the *global* batch; None: this is all of it
 
 
 def _shard(model: nn.Module, batch: Batch, config: RMUConfig) -> _Shard | None:
@@ -336,7 +339,14 @@ def _shard(model: nn.Module, batch: Batch, config: RMUConfig) -> _Shard | None:
     if inputs["input_ids"].shape[0] == 0:
         return None
     mask = None if config.reference_mode else inputs.get("attention_mask")
-    return _Shard(inputs, mask, denominator)
+    whole = inputs["input_ids"].shape[0] == batch["input_ids"].shape[0]
+    return _Shard(inputs, mask, None if whole else denominator)
+
+
+def _loss_dtype(h: Tensor, config: RMUConfig) -> Tensor:
+    """Losses are computed in float32 whatever the model's dtype (a float16 sum overflows), except in
+    reference mode, which computes them in the model's dtype as the published code does."""
+    return h if config.reference_mode else h.float()
 
 
 def _nothing(model: nn.Module) -> tuple[Tensor, Tensor, None]:
@@ -353,8 +363,9 @@ def _forget_loss(
     if shard is None:
         return _nothing(model)
     h = collect(model, shard.inputs, layer, keep_graph=True)[layer]
-    goal = target.to(device=h.device, dtype=h.dtype)
-    return masked_mse(h, goal, shard.mask, denominator=shard.denominator), h, shard.mask
+    pred = _loss_dtype(h, config)
+    goal = target.to(device=h.device, dtype=pred.dtype)
+    return masked_mse(pred, goal, shard.mask, denominator=shard.denominator), h, shard.mask
 
 
 def _retain_loss(
@@ -369,7 +380,9 @@ def _retain_loss(
         h = collect(model, shard.inputs, replay.layer, keep_graph=True)[replay.layer]
     with torch.no_grad():
         frozen = replay(calls, shard.inputs.get("attention_mask"))
-    return masked_mse(h, frozen.to(h.device), shard.mask, denominator=shard.denominator) * weight, h, shard.mask
+    pred = _loss_dtype(h, config)
+    goal = frozen.to(device=h.device, dtype=pred.dtype)
+    return masked_mse(pred, goal, shard.mask, denominator=shard.denominator) * weight, h, shard.mask
 
 
 def _dtype(model: nn.Module) -> torch.dtype:

@@ -102,7 +102,7 @@ def test_attack_cli_bad_input(tmp_path: Path, tokenizer: object, capsys: pytest.
     common = ["--model", str(tmp_path / "m"), "--eval-mcq", str(tmp_path / "q.jsonl"), "--format", "cloze"]
     capsys.readouterr()
     cases = [
-        (["attack", "relearn", *common, "--train", str(tmp_path / "t.txt"), "--steps", "0"], "--steps must be"),
+        (["attack", "relearn", *common, "--train", str(tmp_path / "t.txt"), "--steps", "0"], "positive integer"),
         (["attack", "ablate", *common, "--layer", "2", "--direction", "mean-diff"], "needs --base"),
         (["attack", "ablate", *common, "--layer", "2"], "no control vector at"),
         (["attack", "ablate", *common], "give --layer"),

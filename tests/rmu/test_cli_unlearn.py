@@ -180,5 +180,11 @@ def test_existing_output_is_refused_unless_overwrite(workdir: Path, capsys: pyte
     assert run(workdir, "--out", str(out)) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert (out / "precious.txt").read_text() == "keep me"
-    assert run(workdir, "--out", str(out), "--overwrite") == 0
-    assert not (out / "precious.txt").exists() and (out / "rmu_delta.safetensors").exists()
+    # --overwrite replaces only what this tool wrote: a directory holding anything else is refused
+    assert run(workdir, "--out", str(out), "--overwrite") == 2
+    assert "precious.txt" in capsys.readouterr().err and (out / "precious.txt").read_text() == "keep me"
+    mine = workdir / "mine"
+    assert run(workdir, "--out", str(mine)) == 0
+    first = (mine / "rmu_delta.safetensors").read_bytes()
+    assert run(workdir, "--out", str(mine), "--overwrite", "--seed", "7") == 0
+    assert (mine / "rmu_delta.safetensors").read_bytes() != first

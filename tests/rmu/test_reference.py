@@ -221,3 +221,29 @@ def test_the_zephyr_preset_runs_the_published_recipe() -> None:
     assert rmu.RMUConfig().optimizer_name == "adamw"
     with pytest.raises(rmu.ConfigError if hasattr(rmu, "ConfigError") else ValueError, match="adamw-legacy"):
         rmu.RMUConfig(reference_mode=True, optimizer="adamw")
+
+
+def test_reference_mode_equals_the_published_loop_in_bf16(tokenizer: object, corpora: dict[str, Path]) -> None:
+    """The published Zephyr run is in bf16: the losses are computed as it computes them, in the model's dtype."""
+    config = reference_config(max_batches=4)
+    forget = [read_texts(corpora["bio"]), read_texts(corpora["cyber"], raw_lines=True)]
+    retain = [read_texts(corpora["retain"], raw_lines=True)] * 2
+    mine = make_model("llama").to(torch.bfloat16)
+    result = rmu.unlearn(mine, tokenizer, forget, retain, config, progress=False)
+    published = make_model("llama").to(torch.bfloat16)
+    forget_ref = [rmu.published_corpus(corpora["bio"], parse_json=True),
+                  rmu.published_corpus(corpora["cyber"], parse_json=False)]  # fmt: skip
+    retain_ref = [rmu.published_corpus(corpora["retain"], parse_json=False)] * 2
+    losses = rmu.reference_rmu(published, tokenizer, forget_ref, retain_ref, config)
+    assert [(log.forget_loss, log.retain_loss) for log in result.history] == [(f, r) for f, r, _ in losses]
+    mine_params, their_params = dict(mine.named_parameters()), dict(published.named_parameters())
+    for name in result.parameter_names:
+        assert torch.equal(mine_params[name], their_params[name])
+
+
+def test_jsonl_lines_split_as_a_file_iterator_splits_them(tmp_path: Path) -> None:
+    path = tmp_path / "bio.jsonl"
+    path.write_text(
+        json.dumps({"text": "first line\u2028still the first"}, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    assert read_texts(path) == ["first line\u2028still the first"] == rmu.published_corpus(path, parse_json=True)
