@@ -18,7 +18,7 @@ from ._io import load_tensors, save_tensors
 from ._masking import aligned, last_token, masked_mean
 from ._models import HOOK_POINTS, HookPoint, n_layers, resolve_layers
 from ._typing import Pooled, Stacked
-from .errors import ConfigError, HookPointError, LayerNotFoundError
+from .errors import ConfigError, FormatError, HookPointError, LayerNotFoundError
 
 _KIND = "activation_cache"
 
@@ -110,8 +110,17 @@ class ActivationCache(Mapping[int, Tensor]):
         """Read a cache written by :meth:`save`."""
         tensors, meta = load_tensors(path, kind=_KIND)
         mask = tensors.pop("attention_mask", None)
-        acts = {int(k.split(".", 1)[1]): v for k, v in tensors.items()}
-        point = meta.pop("point")
+        try:
+            acts = {int(k.removeprefix("layers.")): v for k, v in tensors.items()}
+        except ValueError:
+            names = sorted(tensors)
+            raise FormatError(f"{path}: tensor names must be 'layers.<int>' or 'attention_mask', got {names}") from None
+        bad = [layer for layer, v in acts.items() if v.ndim != 3]
+        if bad or (mask is not None and mask.ndim != 2):
+            raise FormatError(f"{path}: activations must be [batch pos d_model] and the mask [batch pos]")
+        point = meta.pop("point", None)
+        if point not in HOOK_POINTS:
+            raise FormatError(f"{path}: unknown hook point {point!r} in its metadata")
         for key in ("kind", "layers"):
             meta.pop(key, None)
         return cls(acts, point=point, attention_mask=mask, metadata=meta)

@@ -39,6 +39,9 @@ def save_tensors(
     os.close(fd)
     try:
         save_file(plain, tmp, metadata=header)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a new file should look like any other
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -286,6 +286,7 @@ class ControlVector:
         point: HookPoint = "resid_post",
         batch_size: int = 16,
         pool: Literal["last", "mean"] = "last",
+        max_length: int = 512,
     ) -> "ControlVector":
         """A vector from contrastive prompt pairs, read through :func:`repe_unlearn.record`.
 
@@ -301,6 +302,8 @@ class ControlVector:
             point: the hook point read and later steered.
             batch_size: prompts per forward pass.
             pool: ``"last"`` non-pad token or ``"mean"`` over non-pad tokens.
+            max_length: tokens per prompt; longer prompts are cut, so memory is bounded by
+                ``batch_size × max_length`` whatever the prompts' lengths.
 
         Returns:
             A :class:`ControlVector` ``{layer: [d_model]}`` with the method and pooling in its metadata.
@@ -315,7 +318,7 @@ class ControlVector:
         device = input_device(model)
         acts = {}
         for name, texts in (("positive", positive), ("negative", negative)):
-            batches = tokenize_batches(tokenizer, texts, batch_size, device=device)
+            batches = tokenize_batches(tokenizer, texts, batch_size, max_length=max_length, device=device)
             acts[name] = collect_pooled(model, batches, layers, point, pool=pool)
         directions = {}
         for layer, pos in acts["positive"].items():

@@ -86,10 +86,6 @@ def _split_lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _lines(path: Path) -> list[str]:
-    return _split_lines(path.read_text(encoding="utf-8"))
-
-
 @contextmanager
 def _truncating_right(tokenizer: Any) -> Iterator[None]:
     """The tokenizer truncates on the right inside the block (as the published RMU loop sets it), then
@@ -108,9 +104,12 @@ def _truncating_right(tokenizer: Any) -> Iterator[None]:
 def read_texts(path: str | os.PathLike[str], *, text_field: str = "text", raw_lines: bool = False) -> list[str]:
     """Documents of a corpus, in file order, from the formats users already have.
 
-    ``.jsonl`` (one JSON object per line, the text under ``text_field``), ``.parquet`` (column
+    ``.jsonl``/``.ndjson`` (one JSON object per line, the text under ``text_field``), ``.json`` (one list of
+    such objects, or of strings), ``.csv``/``.tsv`` (column ``text_field``), ``.parquet`` (column
     ``text_field``), a directory written by ``datasets.save_to_disk``, or any other file as plain text with one
-    document per line. Blank lines are skipped.
+    document per line — unless its content is JSON (a first line that is a JSON object, or a file that starts
+    with ``[``), which is then read as JSON rather than trained on as text. Suffixes count in any case
+    (``.JSONL``). Blank lines are skipped.
 
     ``raw_lines=True`` reads any file as the published RMU code reads every corpus but the bio one: each line
     is a document exactly as it stands, newline included (a JSONL line stays JSON text); nothing is skipped
@@ -129,16 +128,38 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text", raw_li
             raise DataError(f"cannot read corpus {path}: {exc}") from None
     if path.is_dir():
         return _read_datasets_dir(path, text_field)
-    if path.suffix == ".parquet":
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
         return _read_parquet(path, text_field)
     try:
         # the file's own lines (\n, \r\n or \r), as `for line in open(path)` gives them: str.splitlines would
         # also break inside JSON strings at U+2028, U+2029 and U+0085, which JSON allows unescaped
-        lines = _lines(path)
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read corpus {path}: {exc}") from None
-    if path.suffix != ".jsonl":
-        return [line for line in lines if line.strip()]
+    if suffix in (".csv", ".tsv"):
+        return _read_csv(path, text, text_field, "\t" if suffix == ".tsv" else ",")
+    lines = _split_lines(text)
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if suffix == ".json" or (suffix not in (".jsonl", ".ndjson") and first.startswith("[")):
+        return _read_json_list(path, text, text_field)
+    # JSON Lines by suffix, or by content: a plain-text corpus whose first line is a JSON object would
+    # otherwise be trained on as JSON syntax
+    if suffix in (".jsonl", ".ndjson") or _json_object(first):
+        return _read_jsonl(path, lines, text_field)
+    return [line for line in lines if line.strip()]
+
+
+def _json_object(line: str) -> bool:
+    if not line.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _read_jsonl(path: Path, lines: list[str], text_field: str) -> list[str]:
     texts = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -151,6 +172,38 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text", raw_li
             raise DataError(f"{path}:{number}: expected an object with a string field {text_field!r}")
         texts.append(row[text_field])
     return texts
+
+
+def _read_json_list(path: Path, text: str, text_field: str) -> list[str]:
+    """A JSON document holding a list of records (``{text_field: ...}``) or of strings."""
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); a .json corpus is one JSON list") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of records or strings, got a {type(rows).__name__}")
+    texts = []
+    for i, row in enumerate(rows):
+        if isinstance(row, str):
+            texts.append(row)
+        elif isinstance(row, dict) and isinstance(row.get(text_field), str):
+            texts.append(row[text_field])
+        else:
+            raise DataError(f"{path} item {i}: expected a string or an object with a string field {text_field!r}")
+    return [t for t in texts if t.strip()]
+
+
+def _read_csv(path: Path, text: str, text_field: str, delimiter: str) -> list[str]:
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if reader.fieldnames is None or text_field not in reader.fieldnames:
+        raise DataError(f"{path}: no column {text_field!r}; columns are {reader.fieldnames} (--text-field picks one)")
+    try:
+        return [row[text_field] for row in reader if (row.get(text_field) or "").strip()]
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
 
 
 def _read_parquet(path: Path, text_field: str) -> list[str]:
@@ -212,7 +265,7 @@ def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"MCQ file {path} does not exist")
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
@@ -224,7 +277,7 @@ def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {path}: {exc}") from None
-        if path.suffix == ".json":
+        if path.suffix.lower() == ".json":
             try:
                 rows = json.loads(text)
             except json.JSONDecodeError as exc:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .._cache import collect
-from .._models import n_layers, resolve_layer
+from .._models import d_model, n_layers, resolve_layer
 from .._vectors import ablate_direction
 from ..data import tokenize_batches
 from ..errors import ConfigError
@@ -20,13 +20,25 @@ from .result import AttackResult
 
 @torch.no_grad()
 def mean_difference(
-    model: nn.Module, base: nn.Module, tokenizer: Any, texts: Sequence[str], layer: int, *, batch_size: int = 16
+    model: nn.Module,
+    base: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    layer: int,
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
 ) -> Tensor:
-    """Mean over non-pad tokens of h_ℓ(model) − h_ℓ(base) on ``texts``: what unlearning added at ℓ."""
+    """Mean over non-pad tokens of h_ℓ(model) − h_ℓ(base) on ``texts``: what unlearning added at ℓ.
+
+    Texts are cut at ``max_length`` tokens, so memory is bounded by ``batch_size × max_length`` whatever the
+    documents' lengths (WMDP corpora hold whole papers)."""
     if not texts:
         raise ConfigError("no text to estimate the direction from")
+    if d_model(model) != d_model(base):
+        raise ConfigError(f"the base model's d_model is {d_model(base)}, the model's {d_model(model)}: not its base")
     total, count = None, 0
-    for batch in tokenize_batches(tokenizer, texts, batch_size):
+    for batch in tokenize_batches(tokenizer, texts, batch_size, max_length=max_length):
         mask = batch["attention_mask"].bool()
         diff = collect(model, batch, layer)[layer] - collect(base, batch, layer)[layer]
         summed = diff[mask].sum(dim=0)

@@ -110,6 +110,27 @@ def positive_float(text: str) -> float:
     return value
 
 
+def rmu_record(model_dir: str | Path) -> tuple[int | None, list[int] | None]:
+    """The steered and updated layers an unlearned model's ``rmu_config.json`` records (None, None without
+    one); a missing model directory or a broken file is a one-line error naming it."""
+    import json
+
+    directory = Path(model_dir)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"{model_dir} is not a HuggingFace model directory (no config.json)")
+    path = directory / "rmu_config.json"
+    if not path.is_file():
+        return None, None
+    try:
+        config = json.loads(path.read_text())["config"]
+        layer = int(config["layer"])
+        updated = config.get("update_layers") or list(range(max(0, layer - 2), layer + 1))
+        return layer, [int(i) for i in updated]
+    except (ValueError, KeyError, TypeError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"{path} is not an rmu_config.json written by repe-unlearn ({why})") from None
+
+
 def _recorded_base(model_dir: str) -> str | None:
     """The base model an unlearned directory names in its ``rmu_config.json``, when that directory exists."""
     import json

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, load_model, mcq_sets, positive_float, positive_int, tokenizer_for
+from ._common import (
+    add_model_flags,
+    load_model,
+    mcq_sets,
+    positive_float,
+    positive_int,
+    rmu_record,
+    tokenizer_for,
+)
 
 
 def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[], dict[str, float]]:
@@ -81,11 +89,6 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     return _finish(args, result)
 
 
-def _rmu_layer(model_dir: Path) -> int | None:
-    path = model_dir / "rmu_config.json"
-    return int(json.loads(path.read_text())["config"]["layer"]) if path.is_file() else None
-
-
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Project RMU's direction out of the residual stream at the steered layer and after it, then evaluate."""
     import torch
@@ -95,7 +98,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from ..data import read_texts
 
     _check_outputs(args)
-    layer = args.layer if args.layer is not None else _rmu_layer(Path(args.model))
+    layer = args.layer if args.layer is not None else rmu_record(args.model)[0]
     if layer is None:
         raise ConfigError(f"give --layer: {args.model} has no rmu_config.json to read the steered layer from")
     if args.direction == "mean-diff":
@@ -110,7 +113,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     tokenizer = tokenizer_for(args)
     if args.direction == "mean-diff":
         base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
-        direction = mean_difference(model, base, tokenizer, read_texts(args.forget), layer)
+        texts = read_texts(args.forget)
+        direction = mean_difference(model, base, tokenizer, texts, layer, max_length=args.max_length)
     else:
         direction = read_safetensors(vectors_path)[0]["0"].to(torch.float32)
     result = ablate(model, direction, layer, evaluate=_evaluator(args, model, tokenizer))
@@ -205,6 +209,12 @@ def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="the control vector saved with the model, or mean(unlearned) - mean(base) on --forget",
     )
     p.add_argument("--base", help="the model before unlearning (for --direction mean-diff)")
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=512,
+        help="tokens per --forget text for the mean difference; longer ones are cut (default: 512)",
+    )
     p.add_argument("--forget", help="forget texts to estimate the mean difference on")
     p.add_argument("--control-vectors", metavar="FILE", help="default: MODEL/control_vectors.safetensors")
     p.add_argument("--layer", type=int, help="first layer to ablate at (default: the steered layer of the model)")

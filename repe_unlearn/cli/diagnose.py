@@ -1,23 +1,11 @@
 """``repe-unlearn diagnose``: norms and linear probes per layer, base vs unlearned, from one caching pass each."""
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import load_model, mcq_sets, positive_int, tokenizer_for
-
-
-def _rmu_layers(model_dir: Path) -> tuple[int | None, list[int] | None]:
-    """Steered and updated layers from the ``rmu_config.json`` that ``repe-unlearn unlearn`` writes."""
-    path = model_dir / "rmu_config.json"
-    if not path.is_file():
-        return None, None
-    config = json.loads(path.read_text())["config"]
-    layer = int(config["layer"])
-    updated = config.get("update_layers") or list(range(max(0, layer - 2), layer + 1))
-    return layer, [int(i) for i in updated]
+from ._common import load_model, mcq_sets, positive_int, rmu_record, tokenizer_for
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -43,7 +31,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         direction = tensors["0"]
     elif args.control_vectors:
         raise ConfigError(f"control vector file {vectors} does not exist")
-    steered, updated = _rmu_layers(Path(args.model))
+    steered, updated = rmu_record(args.model)
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     base = None
     if args.base:
@@ -62,6 +50,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         steered_layer=steered,
         updated_layers=updated,
         batch_size=args.batch_size,
+        max_length=args.max_length,
         dtype=dtype,
         progress=True,
     )
@@ -109,6 +98,12 @@ def add_diagnose_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass")
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=512,
+        help="tokens per text or prompt; longer ones are cut, so memory is bounded by batch size x this (default: 512)",
+    )
     p.add_argument("--float16", action="store_true", help="keep cached features in float16 (half the memory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_model_flags(p)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .._cache import ActivationCache, collect
 from .._distributed import all_gather, is_main, my_rows
 from .._masking import last_token, masked_mean, token_norms
-from .._models import input_device, n_layers
+from .._models import d_model, input_device, n_layers
 from ..data import MCQItem, letter_prompt, tokenize_batches
 from ..errors import ConfigError
 from .probes import ProbeResult, fit_choice_probe, fit_probe
@@ -99,6 +99,7 @@ def cache_features(
     format: Literal["letter", "cloze"] = "letter",
     direction: Tensor | None = None,
     batch_size: int = 32,
+    max_length: int = 512,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
 ) -> tuple[dict[str, Features], dict[str, list[float]], dict[str, list[float]]]:
@@ -116,7 +117,7 @@ def cache_features(
         kept: dict[str, dict[str, list[Tensor]]] = {n: {"norm": [], "cos": [], "mean": []} for n in models}
         cos_chunks: list[Tensor] = []
         diff_max: Tensor | None = None
-        for batch in tokenize_batches(tokenizer, texts, batch_size):
+        for batch in tokenize_batches(tokenizer, texts, batch_size, max_length=max_length):
             stacks = {}
             for name, m in models.items():
                 cache = collect(m, _on(batch, m), None)
@@ -144,7 +145,7 @@ def cache_features(
     for file, items in mcq.items():
         pooled: dict[str, list[Tensor]] = {name: [] for name in models}
         prompts = _prompts(items, format)
-        for batch in tokenize_batches(tokenizer, prompts[my_rows(len(prompts))], batch_size):
+        for batch in tokenize_batches(tokenizer, prompts[my_rows(len(prompts))], batch_size, max_length=max_length):
             for name, m in models.items():
                 cache = collect(m, _on(batch, m), None)
                 pooled[name].append(torch.stack([last_token(cache[i], cache.attention_mask) for i in cache.layers]))
@@ -180,11 +181,15 @@ def diagnose(
     steered_layer: int | None = None,
     updated_layers: Sequence[int] | None = None,
     batch_size: int = 32,
+    max_length: int = 512,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     progress: bool = False,
 ) -> Diagnostics:
-    """Norms, cosines and probes per layer for ``model`` (and ``base``), from one caching pass per model."""
+    """Norms, cosines and probes per layer for ``model`` (and ``base``), from one caching pass per model.
+
+    Texts and prompts are cut at ``max_length`` tokens, so memory is bounded by the settings
+    (``batch_size × max_length`` tokens a pass), not by the documents' lengths."""
     if format not in ("letter", "cloze"):
         raise ConfigError(f"unknown format {format!r}; valid: letter, cloze")
     if not forget or not retain:
@@ -195,6 +200,8 @@ def diagnose(
                 raise ConfigError(f"{file}: cloze probes need the same number of choices in every item")
     if base is not None and n_layers(base) != n_layers(model):
         raise ConfigError(f"the base model has {n_layers(base)} layers, the model {n_layers(model)}")
+    if base is not None and d_model(base) != d_model(model):
+        raise ConfigError(f"the base model's d_model is {d_model(base)}, the model's {d_model(model)}: not its base")
     models = {"model": model} if base is None else {"base": base, "model": model}
     features, paired_cos, paired_diff = cache_features(
         models,
@@ -205,6 +212,7 @@ def diagnose(
         format=format,
         direction=direction,
         batch_size=batch_size,
+        max_length=max_length,
         dtype=dtype,
         progress=progress,
     )

@@ -40,9 +40,13 @@ def save_delta(path: str | os.PathLike[str], model: nn.Module, result: RMUResult
     """Write the updated tensors of ``model`` with the fingerprint of their values before RMU."""
     params = dict(model.named_parameters())
     tensors = {name: params[name] for name in result.parameter_names}
+    bad = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise FormatError(f"the updated tensors {bad} hold NaN or infinite values; nothing was written")
     meta = {
         "kind": _KIND,
         "base_fingerprint": base_fingerprint(result.original),
+        "delta_fingerprint": base_fingerprint(tensors),  # of the file's own values: a damaged file is refused
         "parameter_names": result.parameter_names,
         "model_type": str(getattr(getattr(model, "config", None), "model_type", "")),
         "config": result.config.to_dict(),
@@ -51,8 +55,18 @@ def save_delta(path: str | os.PathLike[str], model: nn.Module, result: RMUResult
 
 
 def load_delta(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The tensors and metadata of a delta file."""
-    return load_tensors(path, kind=_KIND)
+    """The tensors and metadata of a delta file, checked: finite values that match the file's own checksum,
+    and the base fingerprint that :func:`apply_delta` needs."""
+    tensors, meta = load_tensors(path, kind=_KIND)
+    if not isinstance(meta.get("base_fingerprint"), str):
+        raise FormatError(f"{path} has no base_fingerprint; it cannot be checked against a base model")
+    own = meta.get("delta_fingerprint")
+    if own is not None and own != base_fingerprint(tensors):
+        raise FormatError(f"{path}: the tensors do not match the file's own checksum; the file is damaged")
+    bad = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise FormatError(f"{path}: the tensors {bad} hold NaN or infinite values")
+    return tensors, meta
 
 
 def apply_delta(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
@@ -63,6 +77,9 @@ def apply_delta(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
     if missing:
         raise FormatError(f"{path}: the base model has no parameters {missing}; is it the right architecture?")
     base = {name: params[name] for name in tensors}
+    wrong = [f"{n} {tuple(t.shape)} vs {tuple(base[n].shape)}" for n, t in tensors.items() if t.shape != base[n].shape]
+    if wrong:
+        raise FormatError(f"{path}: tensor shapes differ from the base model's ({'; '.join(wrong)})")
     if base_fingerprint(base) != meta["base_fingerprint"]:
         raise FormatError(
             f"{path} was made from another base model: the fingerprint of {sorted(tensors)} does not match"

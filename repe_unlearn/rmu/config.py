@@ -103,8 +103,15 @@ class RMUConfig:
             raise ConfigError(
                 "reference mode runs the published optimizer (adamw-legacy); drop optimizer=adamw or reference_mode"
             )
-        if self.param_template is not None and "{layer}" not in self.param_template:
-            raise ConfigError(f"param_template {self.param_template!r} must contain '{{layer}}'")
+        if self.param_template is not None:
+            try:
+                filled = self.param_template.format(layer=0)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"param_template {self.param_template!r} is not a template with {{layer}} alone ({exc!r})"
+                ) from None
+            if "{layer}" not in self.param_template or not filled:
+                raise ConfigError(f"param_template {self.param_template!r} must contain '{{layer}}'")
 
     @property
     def layers_to_update(self) -> tuple[int, ...]:

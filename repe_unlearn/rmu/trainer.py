@@ -271,11 +271,11 @@ def train(
             forget_batch, retain_batch = forget[topic][index], retain[topic][index]
             optimizer.zero_grad(set_to_none=True)
             forget_loss, h_forget, forget_mask = _forget_loss(model, forget_batch, layer, targets[topic], config)
-            _check_finite(forget_loss, step, "forget")
+            _check_finite(forget_loss, step, "forget", _dtype(model))
             forget_loss.backward()  # frees the forget graph before the retain pass builds its own
 
             retain_loss, h_retain, retain_mask = _retain_loss(model, retain_batch, replay, config, alphas[topic])
-            _check_finite(retain_loss, step, "retain")
+            _check_finite(retain_loss, step, "retain", _dtype(model))
             retain_loss.backward()
             if size > 1:  # data parallel: every rank holds a shard of the global batch; sum the shards' gradients
                 for p in selected.values():
@@ -300,6 +300,15 @@ def train(
             bar.set_postfix(forget=f"{log.forget_loss:.3g}", retain=f"{log.retain_loss:.3g}")
             if on_step is not None and is_main():
                 on_step(log)
+        if steps:  # the last update is checked too: the loss it leads to, and the weights themselves
+            topic, index = steps[-1]
+            with torch.no_grad():
+                after, _, _ = _forget_loss(model, forget[topic][index], layer, targets[topic], config)
+            after_value = all_reduce_sum(after.detach().clone())
+            _check_finite(after_value, len(steps), "forget (after the last update)", _dtype(model))
+            bad = [name for name, p in selected.items() if not bool(torch.isfinite(p).all())]
+            if bad:
+                raise TrainingError(f"the updated weights {bad} hold NaN or infinite values; lower the learning rate")
     except BaseException:
         with torch.no_grad():
             for name, p in selected.items():
@@ -393,12 +402,13 @@ def _dtype(model: nn.Module) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
-def _check_finite(loss: Tensor, step: int, which: str) -> None:
+def _check_finite(loss: Tensor, step: int, which: str, dtype: torch.dtype | None = None) -> None:
     if not torch.isfinite(loss):
-        raise TrainingError(
-            f"the {which} loss became {float(loss.detach())} at step {step}; lower the learning rate, "
-            "the steering coefficient or alpha"
-        )
+        if dtype == torch.float16:
+            advice = "float16 activations overflow past 65504: run in bfloat16 or float32 (--dtype)"
+        else:
+            advice = "lower the learning rate, the steering coefficient or alpha"
+        raise TrainingError(f"the {which} loss became {float(loss.detach())} at step {step}; {advice}")
 
 
 def _mask(batch: Batch, config: RMUConfig) -> Tensor | None:

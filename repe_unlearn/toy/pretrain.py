@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
 from ..data import tokenize_batches
-from ..errors import DataError
+from ..errors import DataError, TrainingError
 from .config import PretrainConfig
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -87,6 +87,8 @@ def pretrain(
         batch = next(tokenize_batches(tokenizer, batch_texts, len(batch_texts), max_length=config.max_length))
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {float(loss)} at step {step}; lower the learning rate (--lr)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -96,6 +98,8 @@ def pretrain(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if on_step is not None:
             on_step(step, losses[-1])
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise TrainingError("the weights hold NaN or infinite values after the last step; lower the learning rate")
     model.eval()
     model.config.repe_unlearn_pretrain = {**config.to_dict(), "seconds": round(time.perf_counter() - start, 1)}
     return model, tokenizer, losses
