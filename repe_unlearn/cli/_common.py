@@ -33,11 +33,13 @@ def load_model(
         if importlib.util.find_spec("accelerate") is None:
             raise ConfigError("--device auto spreads the model with accelerate: pip install accelerate")
         kwargs["device_map"] = "auto"
+    from safetensors import SafetensorError
+
     if device not in (None, "auto"):
         _check_device(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, SafetensorError) as exc:
         # a truncated or random model.safetensors, a broken config.json, an unknown model_type, a mismatch
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
         raise ConfigError(f"cannot load the model in {path}: {type(exc).__name__}: {detail}") from None
