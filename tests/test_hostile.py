@@ -191,7 +191,7 @@ def test_an_interrupt_prints_one_line_and_leaves_nothing_half_written(project: P
     if command == "unlearn":
         argv = unlearn_args(project, out, "--max-batches", "200", "--epochs", "2000")  # minutes of steps
     else:
-        argv = ["toy", "world", "--out", str(out), "--entities", "20000"]
+        argv = ["toy", "world", "--out", str(out), "--entities", "10000"]
     before = snapshot(project)
     proc = subprocess.Popen([sys.executable, "-m", "repe_unlearn.cli", *argv], stderr=subprocess.PIPE, text=True)
     time.sleep(8.0 if command == "unlearn" else 2.0)  # well inside the run: training, or writing the world

@@ -5,7 +5,7 @@ import argparse
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Evaluate the shipped toy model, unlearn the hazard-like domain with RMU, evaluate again, write a report."""
-    from ..demo import CHANCE, probe_verdict, run_demo
+    from .._demo import CHANCE, probe_verdict, run_demo
 
     print("repe-unlearn demo: a toy model that learned 50 invented pathogens (forget) and 50 invented towns (retain)")
     result = run_demo(args.out, overwrite=args.overwrite)

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -54,7 +55,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         from .._models import d_model
 
         directions = load_directions(args.control_vectors, len(forget), d_model(model))
-    log_file = log_path.open("w") if log_path is not None and is_main() else None
+    # the step log streams to LOG.partial (tail -f works) and becomes LOG only when the run has written its
+    # result: a failed or interrupted run leaves no half-written LOG, and its .partial says what happened
+    partial = log_path.with_name(log_path.name + ".partial") if log_path is not None else None
+    log_file = partial.open("w") if partial is not None and is_main() else None
 
     def on_step(log: StepLog) -> None:
         if log_file is not None:
@@ -94,6 +98,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         },
         tokenizer_source=args.model,
     )
+    if partial is not None and log_path is not None:
+        os.replace(partial, log_path)
     last = result.history[-1]
     norms = ", ".join(f"{n:.4g}" for n in result.frozen_norms)
     coeffs = ", ".join(f"{c:.4g}" for c in result.coefficients)

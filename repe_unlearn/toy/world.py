@@ -163,6 +163,9 @@ _VOWELS = ("a", "e", "i", "o", "u", "ae", "ei", "ou", "y")
 _CODAS = ("", "", "n", "r", "l", "s", "x", "th", "m", "nd", "rk")
 
 
+MAX_ENTITIES = 10_000  # per domain; the name generator has room for about twice as many distinct names
+
+
 def _names(rng: random.Random, count: int, taken: set[str]) -> list[str]:
     names: list[str] = []
     while len(names) < count:
@@ -203,6 +206,11 @@ class World:
         """Draw ``entities`` pathogens and ``entities`` towns; the same seed gives the same world."""
         if entities < 4:
             raise ConfigError(f"entities must be at least 4 (two per half of the forget split), got {entities}")
+        if entities > MAX_ENTITIES:
+            raise ConfigError(
+                f"entities must be at most {MAX_ENTITIES} (the invented names run out, and the corpora would not "
+                f"fit in memory), got {entities}"
+            )
         rng = random.Random(seed)
         taken: set[str] = set()
         domains = []
