@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -83,6 +84,17 @@ def _foreign(directory: Path) -> list[str]:
     return [f for f in _present(directory) if f not in own]
 
 
+def _probe(directory: Path, flag: str, given: PathLike) -> None:
+    """Create and remove a file in ``directory``: the only honest test that a result can be written there
+    (permission bits say nothing for root, /proc or /sys)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".repe-unlearn-probe.")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise PermissionError(f"cannot write in {directory} (for {flag} {given}): {exc.strerror}") from None
+
+
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:5])
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
@@ -92,6 +104,14 @@ class OutputDir:
     """An output directory, checked when made (before any compute) and filled by :meth:`write`."""
 
     def __init__(self, out: PathLike, *, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()) -> None:
+        if not str(out).strip():
+            raise ConfigError("--out is empty; give a directory path")
+        if os.path.islink(out):
+            try:
+                os.stat(out)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise ConfigError(f"--out {out} is a symlink that loops; give a directory path") from None
         self.given = Path(out)
         # a symlink is written through: its target is what gets replaced, the link stays
         self.target = _real(out)
@@ -99,8 +119,7 @@ class OutputDir:
         parent = self.target.parent
         if not parent.is_dir():
             raise FileNotFoundError(f"directory {parent} does not exist; create it first (for --out {out})")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise PermissionError(f"cannot write in {parent} (for --out {out}); choose a writable place")
+        _probe(parent, "--out", out)
         if self.target.exists() or self.target.is_symlink():
             if not self.target.is_dir():
                 raise FileExistsError(f"--out {out} is a file, not a directory; choose a directory path")
@@ -134,6 +153,7 @@ class OutputDir:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should look like any new directory
         try:
             fill(tmp)
+            _apply_umask(tmp)  # some writers (safetensors) make private files; results look like any new file
             files = _present(tmp)
             (tmp / MARKER).write_text(json.dumps({"tool": "repe-unlearn", "files": files}, indent=1) + "\n")
             os.chmod(tmp / MARKER, 0o666 & ~_umask())
@@ -167,17 +187,28 @@ class OutputDir:
             shutil.rmtree(old)
 
 
+def _apply_umask(root: Path) -> None:
+    mask = _umask()
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def check_output_file(path: PathLike | None, flag: str, *, overwrite: bool, inputs: Iterable[PathLike | None]) -> None:
-    """Before any compute: ``path`` (``--json`` ...) can be written, is no input, and replaces nothing unasked."""
+    """Before any compute: ``path`` (``--json`` ...) can be written, is no input, and replaces nothing unasked
+    (a device, FIFO or socket is never replaced, whatever the flags)."""
     if path is None:
         return
+    if not str(path).strip():
+        raise ConfigError(f"{flag} is empty; give a file path")
     target = _real(path)
     if not target.parent.is_dir():
         raise FileNotFoundError(f"directory {target.parent} does not exist; create it first (for {flag} {path})")
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write in {target.parent} (for {flag} {path})")
     if target.is_dir():
         raise IsADirectoryError(f"{flag} {path} is a directory; give a file path")
+    if target.exists() and not stat.S_ISREG(target.stat().st_mode):
+        raise ConfigError(f"{flag} {path} is not a regular file (a device, FIFO or socket); give a file path")
+    _probe(target.parent, flag, path)
     _check_against_inputs(target, inputs, flag, is_dir=False)
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")

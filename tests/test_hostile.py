@@ -59,6 +59,8 @@ def project(tmp_path: Path) -> Path:
         shutil.copy(SHIPPED_WORLD / name, tmp_path / "world" / name)
     few = (SHIPPED_WORLD / "forget_cloze.jsonl").read_text().splitlines(keepends=True)[:6]
     (tmp_path / "world" / "few.jsonl").write_text("".join(few))
+    twelve = (SHIPPED_WORLD / "forget_cloze.jsonl").read_text().splitlines(keepends=True)[:12]
+    (tmp_path / "world" / "twelve.jsonl").write_text("".join(twelve))  # enough for a probe's held-out split
     (tmp_path / "notes.txt").write_text("my notes, not the tool's\n")
     return tmp_path
 
@@ -188,8 +190,8 @@ def test_the_final_move_never_replaces_a_directory_that_appeared(tmp_path: Path)
 @pytest.mark.parametrize("command", ["unlearn", "toy-world"])
 def test_an_interrupt_prints_one_line_and_leaves_nothing_half_written(project: Path, command: str) -> None:
     out = project / "out"
-    if command == "unlearn":
-        argv = unlearn_args(project, out, "--max-batches", "200", "--epochs", "2000")  # minutes of steps
+    if command == "unlearn":  # minutes of steps, with a step log that must not survive the interrupt
+        argv = unlearn_args(project, out, "--max-batches", "200", "--epochs", "2000", "--log-jsonl", str(project / "l"))
     else:
         argv = ["toy", "world", "--out", str(out), "--entities", "10000"]
     before = snapshot(project)
@@ -327,17 +329,83 @@ def test_diagnose_with_a_base_of_another_width_is_one_line(project: Path) -> Non
         shutil.copy(project / "model" / name, other / name)
     world = project / "world"
     refused(cli("diagnose", "--model", str(project / "model"), "--base", str(other), "--forget",
-                str(world / "forget.jsonl"), "--retain", str(world / "retain.jsonl"), "--mcq", str(world / "few.jsonl"),
+                str(world / "forget.jsonl"), "--retain", str(world / "retain.jsonl"), "--mcq",
+                str(world / "twelve.jsonl"),
                 "--format", "cloze", "--out", str(project / "diag")), "d_model")  # fmt: skip
     assert not (project / "diag").exists()
 
 
 def test_a_long_document_is_cut_not_allocated(project: Path) -> None:
     world = project / "world"
-    (project / "long.jsonl").write_text(
-        json.dumps({"text": " ".join(["Pralstoux spreads through silt dust."] * 4000)}) + "\n"
-    )
+    long_text = " ".join(["Pralstoux spreads through silt dust."] * 4000)
+    normal = (world / "forget.jsonl").read_text().splitlines(keepends=True)[:11]
+    (project / "long.jsonl").write_text(json.dumps({"text": long_text}) + "\n" + "".join(normal))
     proc = cli("diagnose", "--model", str(project / "model"), "--forget", str(project / "long.jsonl"),
-               "--retain", str(world / "retain.jsonl"), "--mcq", str(world / "few.jsonl"), "--format", "cloze",
+               "--retain", str(world / "retain.jsonl"), "--mcq", str(world / "twelve.jsonl"), "--format", "cloze",
                "--max-length", "64", "--out", str(project / "diag"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# -- found by an outside hostile tester ----------------------------------------------------------------------------
+def test_every_input_is_protected_even_the_ones_read_implicitly(project: Path) -> None:
+    world = project / "world"
+    unlearned = project / "unlearned"
+    shutil.copytree(project / "model", unlearned)
+    (unlearned / "rmu_config.json").write_text(json.dumps({"base_model": str(project / "model")}))
+    shutil.copy(world / "few.jsonl", world / "train.jsonl")
+    before = snapshot(project)
+    refused(cli("attack", "suffix", "--model", str(unlearned), "--eval-mcq", str(world / "few.jsonl"), "--train-mcq",
+                str(world / "train.jsonl"), "--format", "cloze", "--json", str(world / "train.jsonl"), "--overwrite"),
+            "input")  # fmt: skip
+    refused(cli("eval", "--model", str(unlearned), "--mcq", str(world / "few.jsonl"), "--format", "cloze", "--json",
+                str(project / "model" / "tokenizer.json"), "--overwrite"), "input")  # fmt: skip
+    refused(cli("attack", "suffix", "--model", str(unlearned), "--eval-mcq", str(world / "few.jsonl"), "--train-mcq",
+                str(world / "few.jsonl"), "--format", "cloze"), "same file")  # fmt: skip
+    assert snapshot(project) == before
+
+
+def test_special_files_and_odd_paths_are_never_replaced(project: Path) -> None:
+    fifo = project / "pipe"
+    os.mkfifo(fifo)
+    mcq = str(project / "world" / "few.jsonl")
+    model = str(project / "model")
+    refused(cli("eval", "--model", model, "--mcq", mcq, "--format", "cloze", "--json", str(fifo), "--overwrite"),
+            "regular file")  # fmt: skip
+    assert stat_is_fifo(fifo)
+    refused(cli("eval", "--model", model, "--mcq", mcq, "--format", "cloze", "--json", "/proc/repe-x.json"), "/proc")
+    refused(cli("eval", "--model", model, "--mcq", mcq, "--format", "cloze", "--json", ""), "empty")
+    (project / "notes.jsonl.partial").write_text("my precious notes\n")
+    before = snapshot(project)
+    refused(cli(*unlearn_args(project, project / "out", "--log-jsonl", str(project / "notes.jsonl"))), ".partial")
+    assert snapshot(project) == before
+
+
+def stat_is_fifo(path: Path) -> bool:
+    import stat
+
+    return stat.S_ISFIFO(path.stat().st_mode)
+
+
+def test_meaningless_comparisons_and_impossible_settings_are_refused(project: Path) -> None:
+    world = project / "world"
+    model = str(project / "model")
+    refused(cli("diagnose", "--model", model, "--forget", str(world / "forget.jsonl"), "--retain",
+                str(world / "forget.jsonl"), "--mcq", str(world / "few.jsonl"), "--out", str(project / "d")),
+            "same file")  # fmt: skip
+    refused(cli("diagnose", "--model", model, "--forget", str(world / "forget.jsonl"), "--retain",
+                str(world / "retain.jsonl"), "--mcq", str(world / "few.jsonl"), "--out", str(project / "d")),
+            "few.jsonl")  # fmt: skip
+    few = str(world / "few.jsonl")
+    refused(cli("attack", "relearn", "--model", model, "--eval-mcq", few, "--format", "cloze", "--train",
+                str(world / "forget.jsonl"), "--lr", "1e38", "--steps", "2"), "learning rate")  # fmt: skip
+    refused(cli("attack", "suffix", "--model", model, "--eval-mcq", few, "--train-mcq", str(world / "twelve.jsonl"),
+                "--format", "cloze", "--top-k", "1000000", "--steps", "1"), "top_k")  # fmt: skip
+    refused(cli("toy", "pretrain", "--corpus", str(world / "forget.jsonl"), "--out", str(project / "tm"),
+                "--vocab-size", "1"), "vocab_size")  # fmt: skip
+
+
+def test_model_weights_get_the_umask_too(project: Path) -> None:
+    os.umask(0o022)
+    assert cli(*unlearn_args(project, project / "out")).returncode == 0
+    for name in ("model.safetensors", "rmu_delta.safetensors", "config.json"):
+        assert (project / "out" / name).stat().st_mode & 0o777 == 0o644, name

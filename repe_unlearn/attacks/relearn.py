@@ -5,6 +5,7 @@ not removed (those facts were never in the fine-tuning data).
 """
 
 import fnmatch
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .._models import input_device
 from ..data import tokenize_batches
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from .result import AttackResult, CurvePoint
 
 Evaluate = Callable[[], dict[str, float]]
@@ -65,6 +66,8 @@ def relearn(
         raise ConfigError("no text to relearn on")
     if eval_every < 1:
         raise ConfigError(f"eval_every must be at least 1, got {eval_every}")
+    if not (0 < lr <= 10 and math.isfinite(lr)):
+        raise ConfigError(f"the relearning learning rate must be in (0, 10], got {lr}")
     before = evaluate()
     trained = _with_lora(model, lora_rank) if lora_rank else model
     chosen = _select(trained, None if lora_rank else params)
@@ -90,6 +93,8 @@ def relearn(
             batch = next(tokenize_batches(tokenizer, chunk, len(chunk), max_length=max_length, device=device))
             labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
             loss = trained(**batch, labels=labels).loss
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the relearning loss became {float(loss.detach())} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

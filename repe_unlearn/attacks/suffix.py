@@ -111,6 +111,8 @@ def gcg_suffix(
     device = input_device(model)
     embeddings = model.get_input_embeddings().weight  # type: ignore[operator,union-attr]
     allowed = _allowed(tokenizer).to(device)
+    if top_k > len(allowed):
+        raise ConfigError(f"top_k {top_k} exceeds the {len(allowed)} whole-word tokens a suffix can use; lower --top-k")
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     suffix = allowed[torch.randint(len(allowed), (length,), generator=generator).to(device)]

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -68,7 +69,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:  # a damaged tokenizer too
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise ConfigError(f"cannot load a tokenizer from {path}: {detail}") from None
 
@@ -110,6 +111,35 @@ def positive_float(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
     return value
+
+
+OUTPUT_FLAGS = ("out", "json", "predictions", "log_jsonl")
+
+
+def input_paths(args: argparse.Namespace) -> list[str]:
+    """Every path this command reads: each argument value (or list item) that names an existing file or
+    directory, except the outputs, plus the base model an unlearned ``--model`` records. Outputs are checked
+    against all of them, so a new input flag is protected without being listed anywhere."""
+    found: list[str] = []
+    for name, value in vars(args).items():
+        if name in OUTPUT_FLAGS or name == "func":
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and os.path.exists(item):
+                found.append(item)
+    model = getattr(args, "model", None)
+    if isinstance(model, str):
+        recorded = _recorded_base(model)
+        if recorded is not None:
+            found.append(recorded)
+    return found
+
+
+def distinct_inputs(*pairs: tuple[str, str | None, str | None]) -> None:
+    """Refuse two flags that must name different files but name the same one (``--forget`` and ``--retain``)."""
+    for what, a, b in pairs:
+        if a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b):
+            raise ConfigError(f"{what} name the same file {a}; the comparison would be meaningless")
 
 
 def rmu_record(model_dir: str | Path) -> tuple[int | None, list[int] | None]:

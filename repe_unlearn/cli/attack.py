@@ -10,6 +10,8 @@ from typing import Any
 from ..errors import ConfigError
 from ._common import (
     add_model_flags,
+    distinct_inputs,
+    input_paths,
     load_model,
     mcq_sets,
     positive_float,
@@ -38,9 +40,11 @@ def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable
 def _check_outputs(args: argparse.Namespace) -> None:
     from .._outputs import check_output_file
 
-    names = ("model", "base", "train", "forget", "eval_mcq", "control_vectors")
-    inputs = [p for name in names for p in _as_list(getattr(args, name, None))]
-    check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=inputs)
+    check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=input_paths(args))
+    train = getattr(args, "train_mcq", None)
+    for train_path in train if isinstance(train, list) else [train]:
+        for eval_path in args.eval_mcq:
+            distinct_inputs(("--train-mcq and --eval-mcq", train_path, eval_path))
 
 
 def _as_list(value: Any) -> list[Any]:

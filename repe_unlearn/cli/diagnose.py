@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import load_model, mcq_sets, positive_int, rmu_record, tokenizer_for
+from ._common import distinct_inputs, input_paths, load_model, mcq_sets, positive_int, rmu_record, tokenizer_for
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -18,10 +18,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data import read_texts
     from ..diagnostics import diagnose, write_report
 
-    inputs = [args.model, args.base, args.forget, args.retain, *args.mcq, args.control_vectors]
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs)
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
+    distinct_inputs(("--forget and --retain", args.forget, args.retain), ("--model and --base", args.model, args.base))
     forget, retain = read_texts(args.forget), read_texts(args.retain)
     mcq = mcq_sets(args.mcq)
+    from ..diagnostics.run import MIN_EXAMPLES
+
+    counts = {args.forget: len(forget), args.retain: len(retain), **{p: len(mcq[Path(p).stem]) for p in args.mcq}}
+    for path, n in counts.items():
+        if n < MIN_EXAMPLES:
+            raise ConfigError(f"{path} holds {n} usable examples; probes need at least {MIN_EXAMPLES}")
     direction = None
     vectors = Path(args.control_vectors) if args.control_vectors else Path(args.model) / "control_vectors.safetensors"
     if vectors.is_file():

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, load_model, mcq_sets, positive_int, tokenizer_for
+from ._common import add_model_flags, input_paths, load_model, mcq_sets, positive_int, tokenizer_for
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.mcq and not args.perplexity:
         raise ConfigError("nothing to evaluate: give --mcq FILE (repeatable) and/or --perplexity FILE")
-    inputs = [args.model, args.base, *(args.mcq or []), args.perplexity]
+    inputs = input_paths(args)
     for flag, target in (("--json", args.json), ("--predictions", args.predictions)):
         check_output_file(target, flag, overwrite=args.overwrite, inputs=inputs)
     if args.json and args.predictions and Path(args.json).resolve() == Path(args.predictions).resolve():

@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_config_flags, config_from_args, mcq_sets, positive_int
+from ._common import add_config_flags, config_from_args, input_paths, mcq_sets, positive_int
 
 
 def cmd_toy_world(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     from ..toy import PretrainConfig, pretrain
 
     config = config_from_args(args, PretrainConfig, {})
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=[*args.corpus, *(args.eval_mcq or [])])
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
     texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
     item_sets = mcq_sets(args.eval_mcq)
     model, tokenizer, losses = pretrain(texts, config)

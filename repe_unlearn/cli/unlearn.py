@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import add_config_flags, add_model_flags, config_from_args, load_model, load_tokenizer
+from ._common import add_config_flags, add_model_flags, config_from_args, input_paths, load_model, load_tokenizer
 
 
 def _read_corpora(paths: Sequence[str], text_field: str, raw: Sequence[str] = ()) -> list[list[str]]:
@@ -34,10 +34,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     config = config_from_args(args, RMUConfig, PRESETS)
     if len(args.retain) not in (1, len(args.forget)):
         raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")
-    inputs = [args.model, *args.forget, *args.retain, args.control_vectors]
+    inputs = input_paths(args)
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs)  # every output checked before any compute
     out.check_file(args.log_jsonl, "--log-jsonl")
     check_output_file(args.log_jsonl, "--log-jsonl", overwrite=args.overwrite, inputs=inputs)
+    if args.log_jsonl and os.path.lexists(args.log_jsonl + ".partial"):
+        raise FileExistsError(f"{args.log_jsonl}.partial exists (the step log is written there first); move it")
     log_path = Path(args.log_jsonl) if args.log_jsonl else None
     raw = list(args.raw_lines or [])
     unknown = [path for path in raw if path not in [*args.forget, *args.retain]]
@@ -78,6 +80,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             retain_names=retain_names,
             on_step=on_step,
         )
+    except KeyboardInterrupt:  # "nothing was written": the partial log goes too (a failed run keeps its own)
+        if log_file is not None:
+            log_file.close()
+            Path(log_file.name).unlink(missing_ok=True)
+        raise
     finally:
         if log_file is not None:
             log_file.close()
@@ -117,7 +124,7 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
     from ..rmu import apply_delta
     from ..rmu.artifacts import save_tokenizer
 
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=[args.base, args.delta])
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
     model = load_model(args.base, trust_remote_code=args.trust_remote_code)
     names = apply_delta(model, args.delta)
     tokenizer = None

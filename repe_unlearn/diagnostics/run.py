@@ -24,6 +24,7 @@ from .probes import ProbeResult, fit_choice_probe, fit_probe
 from .stats import cosine_to_direction, max_abs_difference, paired_cosine
 
 DOMAINS = ("forget", "retain")
+MIN_EXAMPLES = 10  # per text set and MCQ file: fewer leave a held-out split too small to mean anything
 
 
 @dataclass
@@ -194,6 +195,11 @@ def diagnose(
         raise ConfigError(f"unknown format {format!r}; valid: letter, cloze")
     if not forget or not retain:
         raise ConfigError("diagnose needs forget and retain texts")
+    sizes = {"forget texts": len(forget), "retain texts": len(retain), **{f"{k} items": len(v) for k, v in mcq.items()}}
+    small = {k: n for k, n in sizes.items() if n < MIN_EXAMPLES}
+    if small:  # a probe tested on a handful of held-out examples reports noise as accuracy
+        shown = ", ".join(f"{k}: {n}" for k, n in small.items())
+        raise ConfigError(f"probes need at least {MIN_EXAMPLES} examples per set; got {shown}")
     if format == "cloze":
         for file, items in mcq.items():
             if len({len(item.choices) for item in items}) != 1:

@@ -32,6 +32,10 @@ class PretrainConfig:
         for name in ("d_model", "n_layers", "n_heads", "d_mlp", "vocab_size", "steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.vocab_size < 259:
+            raise ConfigError(f"vocab_size must be at least 259 (256 bytes, 3 special tokens), got {self.vocab_size}")
+        if self.max_length < 2:
+            raise ConfigError(f"max_length must be at least 2 (one token to predict the next), got {self.max_length}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

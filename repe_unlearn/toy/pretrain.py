@@ -88,7 +88,7 @@ def pretrain(
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
         if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {float(loss)} at step {step}; lower the learning rate (--lr)")
+            raise TrainingError(f"the loss became {float(loss.detach())} at step {step}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
