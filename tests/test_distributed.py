@@ -27,7 +27,7 @@ CONFIG = rmu.RMUConfig(
     max_batches=3,
     max_length=32,
 )
-ITEMS = [MCQItem(f"the town {i} has a", ("river", "bridge", "park"), i % 3) for i in range(7)]
+ITEMS = [MCQItem(f"the town {i} has a", ("river", "bridge", "park"), i % 3) for i in range(11)]
 
 
 def run(batches: dict[str, list[dict[str, torch.Tensor]]], tokenizer: object, out: Path) -> None:
@@ -36,7 +36,7 @@ def run(batches: dict[str, list[dict[str, torch.Tensor]]], tokenizer: object, ou
     result = rmu.train(model, [batches["forget"]], [batches["retain"]], CONFIG, progress=False)
     scores = evaluate_mcq(model, tokenizer, ITEMS, format="cloze")
     ppl = perplexity(model, tokenizer, RETAIN[:5])
-    diag = diagnose(model, tokenizer, FORGET[:7], RETAIN[:5], {"q": ITEMS}, base=make_model("llama"), format="cloze")
+    diag = diagnose(model, tokenizer, FORGET[:11], RETAIN[:13], {"q": ITEMS}, base=make_model("llama"), format="cloze")
     if not dist.is_initialized() or dist.get_rank() == 0:
         params = dict(model.named_parameters())
         save_file(
