@@ -23,7 +23,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._cache import ActivationCache, collect, collect_pooled, record
+    from ._cache import ActivationCache, collect, collect_pooled, record, run_with_cache
     from ._hooks import (
         HookContext,
         HookFn,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         attach,
         remove_hooks,
     )
+    from ._lens import logit_lens
     from ._masking import last_token, masked_mean
     from ._models import (
         HOOK_POINTS,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         architecture,
         d_model,
         decoder_layers,
+        final_norm,
         input_device,
         mlp_down_proj,
         n_layers,
@@ -61,6 +63,9 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
     "collect": "._cache",
     "collect_pooled": "._cache",
     "record": "._cache",
+    "run_with_cache": "._cache",
+    "logit_lens": "._lens",
+    "final_norm": "._models",
     "read_texts": ".data",
     "tokenize_batches": ".data",
     "HookContext": "._hooks",
@@ -117,8 +122,10 @@ __all__ = [
     "collect_pooled",
     "d_model",
     "decoder_layers",
+    "final_norm",
     "input_device",
     "last_token",
+    "logit_lens",
     "masked_mean",
     "mlp_down_proj",
     "n_layers",
@@ -127,6 +134,7 @@ __all__ = [
     "register_architecture",
     "remove_hooks",
     "resolve_layer",
+    "run_with_cache",
     "supported_model_types",
     "tokenize_batches",
 ]

@@ -6,8 +6,8 @@ on later layers or the LM head (RMU trains through this with ``keep_graph=True``
 """
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -303,3 +303,48 @@ def collect_pooled(
     if not parts:
         raise ConfigError("collect_pooled() received no batches")
     return {layer: torch.cat(chunks) for layer, chunks in parts.items()}
+
+
+def run_with_cache(
+    model: nn.Module,
+    inputs: Mapping[str, Tensor],
+    layers: int | Iterable[int] | None = None,
+    points: HookPoint | Sequence[HookPoint] = "resid_post",
+    *,
+    names_filter: Callable[[str], bool] | None = None,
+    keep_graph: bool = False,
+    dtype: torch.dtype | None = None,
+) -> tuple[Any, "ActivationCache | dict[HookPoint, ActivationCache]"]:
+    """Run ``model(**inputs)`` once and return its output (logits included) with the activations it made.
+
+    Args:
+        model: a causal LM of a supported architecture.
+        inputs: ``input_ids`` (and ``attention_mask`` ...) as for ``model(**inputs)``.
+        layers: layer indices, one index, or ``None`` for every layer.
+        points: one hook point (the cache is an :class:`ActivationCache`) or several (a dict of caches by
+            point, filled in the same pass).
+        names_filter: keep only the hook names ``"<point>.<layer>"`` it accepts (``"resid_post.3"``), as
+            TransformerLens's ``names_filter``.
+        keep_graph: keep activations attached to autograd (and the pass differentiable).
+        dtype: cast the recorded copies.
+
+    Returns:
+        ``(output, cache)``: the model's output object and the cache(s). The full pass runs (no early stop).
+    """
+    single = isinstance(points, str)
+    chosen: list[HookPoint] = [points] if isinstance(points, str) else list(points)
+    if not chosen:
+        raise ConfigError("run_with_cache needs at least one hook point")
+    indices = resolve_layers(model, layers)
+    caches: dict[HookPoint, ActivationCache] = {}
+    with ExitStack() as stack, torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
+        for point in chosen:
+            wanted = [i for i in indices if names_filter is None or names_filter(f"{point}.{i}")]
+            if wanted:
+                caches[point] = stack.enter_context(record(model, wanted, point, keep_graph=keep_graph, dtype=dtype))
+        if not caches:
+            raise ConfigError(f"names_filter kept no hook among the points {chosen} and layers {indices}")
+        output = model(**inputs)
+    if single:
+        return output, caches[chosen[0]]
+    return output, caches

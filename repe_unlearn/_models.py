@@ -234,6 +234,24 @@ def hook_module(model: nn.Module, layer: int, point: str) -> tuple[nn.Module, Li
     return _submodule(model, layer, arch.attn_out, "the attention's write to the residual stream"), "post"
 
 
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_norm")  # the names transformers uses
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm applied after the last decoder layer, before the unembedding (``model.norm``, ``ln_f``,
+    ``final_layer_norm``), found beside the decoder layers."""
+    path = find_layers_path(model)
+    parent = _get(model, path.rpartition(".")[0]) if "." in path else model
+    for name in _FINAL_NORMS:
+        found = getattr(parent, name, None)
+        if isinstance(found, nn.Module):
+            return found
+    raise ArchitectureError(
+        f"no final norm ({', '.join(_FINAL_NORMS)}) beside the decoder layers of {type(model).__name__}; "
+        f"its children are {[n for n, _ in (parent or model).named_children()]}"
+    )
+
+
 def mlp_down_proj(model: nn.Module, layer: int) -> nn.Module:
     """The MLP output projection of ``layer`` (``mlp.down_proj``, ``mlp.c_proj``, ``mlp.dense_4h_to_h`` ...)."""
     return _submodule(model, layer, architecture(model).mlp_down_proj, "the MLP output projection")

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from ._cache import collect_pooled
 from ._hooks import HookContext, HookHandle, Intervention
 from ._io import load_tensors, save_tensors
-from ._masking import aligned
 from ._models import HOOK_POINTS, HookPoint, d_model, input_device, resolve_layer, resolve_layers
+from ._positions import Positions, check_positions, position_mask
 from ._typing import Activations, Direction
 from .data import tokenize_batches
 from .errors import ConfigError, HookPointError, LayerNotFoundError, ShapeError
@@ -188,6 +188,7 @@ class ControlVector:
         coeff: SupportsFloat = 1.0,
         *,
         layers: Iterable[int] | None = None,
+        positions: Positions = "all",
         only_non_pad: bool = False,
     ) -> Intervention:
         """Steering as a lazy, reusable intervention: ``with vector.apply(model, coeff):``.
@@ -196,7 +197,10 @@ class ControlVector:
             model: the model to steer; nothing is hooked until a ``with`` block enters the result.
             coeff: the scale of each layer's direction (any real scalar).
             layers: a subset of this vector's layers (default: all of them).
-            only_non_pad: add the direction at real positions only (per the pass's attention mask).
+            positions: where to add it: ``"all"``, ``"non-pad"`` (per the pass's attention mask), ``"last"``
+                (each row's last real token), an int k (positions k on), a slice, or a bool mask ``[pos]`` or
+                ``[batch pos]``.
+            only_non_pad: the same as ``positions="non-pad"`` (kept for existing code).
 
         Returns:
             An :class:`~repe_unlearn.Intervention` adding ``coeff * v[layer]`` at this vector's hook point of
@@ -204,14 +208,15 @@ class ControlVector:
             ``intervention=`` to the evaluation.
         """
         factor = _scalar(coeff)
+        where = _where(positions, only_non_pad)
         directions = {layer: sum(vs[1:], vs[0]) for layer, vs in self.resolved(model, layers).items()}
 
         def steer(act: Activations, ctx: HookContext) -> Activations:
             delta = factor * directions[ctx.layer].to(device=act.device, dtype=act.dtype)
-            if not only_non_pad or ctx.attention_mask is None:
+            if isinstance(where, str) and where == "all":
                 return act + delta
-            keep = aligned(ctx.attention_mask, act.shape[1]).to(device=act.device, dtype=act.dtype)
-            return act + einops.einsum(keep, delta, "batch pos, d_model -> batch pos d_model")
+            keep = position_mask(where, act, ctx.attention_mask)
+            return torch.where(keep[..., None], act + delta, act)
 
         return Intervention(model, list(directions), self.point, steer, description=f"steer(coeff={factor:g})")
 
@@ -221,20 +226,26 @@ class ControlVector:
         coeff: SupportsFloat = 1.0,
         *,
         layers: Iterable[int] | None = None,
+        positions: Positions = "all",
         only_non_pad: bool = False,
     ) -> HookHandle:
         """Steer from now on (the explicit form of :meth:`apply`); returns the :class:`HookHandle` to remove."""
-        return self.apply(model, coeff, layers=layers, only_non_pad=only_non_pad).attach()
+        return self.apply(model, coeff, layers=layers, positions=positions, only_non_pad=only_non_pad).attach()
 
-    def ablate(self, model: nn.Module, *, layers: Iterable[int] | None = None) -> Intervention:
+    def ablate(
+        self, model: nn.Module, *, layers: Iterable[int] | None = None, positions: Positions = "all"
+    ) -> Intervention:
         """Directional ablation as a lazy intervention: project each layer's direction out of that layer.
+
+        ``positions`` selects where, as in :meth:`apply`.
 
         Returns:
             An :class:`~repe_unlearn.Intervention` replacing ``h`` by ``h - (h·r̂) r̂`` at each layer while a
             ``with`` block runs (zero directions are refused).
         """
+        check_positions(positions)
         bases = {layer: _basis(layer, vs) for layer, vs in self.resolved(model, layers).items()}
-        return Intervention(model, list(bases), self.point, _projector(bases), description="ablate")
+        return Intervention(model, list(bases), self.point, _projector(bases, positions), description="ablate")
 
     # -- files ---------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
@@ -351,11 +362,22 @@ def _basis(layer: int, vectors: Sequence[Tensor]) -> Tensor:
     return q[:, r.diagonal().abs() > 1e-6].T
 
 
-def _projector(bases: Mapping[int, Tensor]) -> Any:
+def _where(positions: Positions, only_non_pad: bool) -> Positions:
+    if only_non_pad and not (isinstance(positions, str) and positions in ("all", "non-pad")):
+        raise ConfigError("give positions= or only_non_pad=True, not both")
+    where: Positions = "non-pad" if only_non_pad else positions
+    check_positions(where)
+    return where
+
+
+def _projector(bases: Mapping[int, Tensor], positions: Positions = "all") -> Any:
     def project_out(act: Activations, ctx: HookContext) -> Activations:
         basis = bases[ctx.layer].to(device=act.device, dtype=act.dtype)
         along = einops.einsum(act, basis, "batch pos d_model, k d_model -> batch pos k")
-        return act - einops.einsum(along, basis, "batch pos k, k d_model -> batch pos d_model")
+        projected = act - einops.einsum(along, basis, "batch pos k, k d_model -> batch pos d_model")
+        if isinstance(positions, str) and positions == "all":
+            return projected
+        return torch.where(position_mask(positions, act, ctx.attention_mask)[..., None], projected, act)
 
     return project_out
 
@@ -366,6 +388,7 @@ def ablate_direction(
     layers: int | Iterable[int] | None,
     *,
     point: HookPoint = "resid_post",
+    positions: Positions = "all",
 ) -> Intervention:
     """Project one direction out of ``point`` at each of ``layers`` (e.g. the steered layer and all after).
 
@@ -374,10 +397,12 @@ def ablate_direction(
         direction: ``[d_model]``, finite and non-zero (its length does not matter).
         layers: layer indices (negative allowed), one index, or ``None`` for every layer.
         point: the hook point (``resid_post`` by default).
+        positions: where to project it out, as in :meth:`ControlVector.apply` (default: every position).
 
     Returns:
         A lazy, reusable :class:`~repe_unlearn.Intervention`.
     """
+    check_positions(positions)
     direction = _check_direction("(ablate_direction)", direction)
     width = d_model(model)
     if direction.shape[0] != width:
@@ -386,4 +411,5 @@ def ablate_direction(
         raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
     indices = resolve_layers(model, layers)
     basis = _unit("(ablate_direction)", direction.float())[None]
-    return Intervention(model, indices, point, _projector(dict.fromkeys(indices, basis)), description="ablate")
+    projector = _projector(dict.fromkeys(indices, basis), positions)
+    return Intervention(model, indices, point, projector, description="ablate")

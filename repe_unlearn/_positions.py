@@ -1,0 +1,64 @@
+"""Which positions an intervention acts on: all, the real (non-pad) ones, the last real one, a slice, from
+index k on, or a boolean mask — one vocabulary for steering and ablation alike.
+
+Positions index the activation in hand (``pos``); during cached generation that is the new token only, and the
+attention mask's last ``pos`` columns describe it.
+"""
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ._masking import real_positions
+from .errors import ConfigError, ShapeError
+
+Positions = Literal["all", "non-pad", "last"] | int | slice | Tensor
+NAMED = ("all", "non-pad", "last")
+
+
+def check_positions(positions: object) -> None:
+    """Refuse a position selection this module cannot read (before any hook is attached)."""
+    if isinstance(positions, str):
+        if positions not in NAMED:
+            valid = ", ".join(NAMED)
+            raise ConfigError(f"unknown positions {positions!r}; valid: {valid}, an int, a slice, a bool mask")
+        return
+    if isinstance(positions, bool) or not isinstance(positions, (int, slice, Tensor)):
+        valid = ", ".join(NAMED)
+        raise ConfigError(f"positions must be one of {valid}, an int, a slice or a bool mask, got {positions!r}")
+    if isinstance(positions, Tensor) and (positions.dtype != torch.bool or positions.ndim not in (1, 2)):
+        got = f"{positions.dtype} {tuple(positions.shape)}"
+        raise ConfigError(f"a positions mask must be a bool tensor [pos] or [batch pos], got {got}")
+
+
+def position_mask(positions: Positions, act: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """``[batch pos]`` bools: where an intervention acts on ``act`` ``[batch pos d_model]``.
+
+    ``"all"``: every position; ``"non-pad"``: positions the attention mask marks real (all when there is no
+    mask); ``"last"``: each row's last real position; an int ``k``: positions from ``k`` on (negative: the last
+    ``-k``); a slice: those positions; a bool mask ``[pos]`` or ``[batch pos]``: where it is True.
+    """
+    batch, n_pos = act.shape[0], act.shape[1]
+    if isinstance(positions, str):
+        if positions == "all":
+            return torch.ones(batch, n_pos, dtype=torch.bool, device=act.device)
+        real = real_positions(attention_mask, act, torch.bool)
+        if positions == "non-pad":
+            return real
+        last = n_pos - 1 - torch.flip(real, dims=[1]).int().argmax(dim=1)
+        keep = torch.zeros(batch, n_pos, dtype=torch.bool, device=act.device)
+        keep[torch.arange(batch, device=act.device), last] = real.any(dim=1)
+        return keep
+    if isinstance(positions, (int, slice)):
+        chosen = slice(positions, None) if isinstance(positions, int) else positions
+        keep = torch.zeros(batch, n_pos, dtype=torch.bool, device=act.device)
+        keep[:, chosen] = True
+        return keep
+    mask = positions.to(device=act.device)
+    if mask.shape[-1] != n_pos or (mask.ndim == 2 and mask.shape[0] != batch):
+        raise ShapeError(f"a positions mask of shape {tuple(mask.shape)} does not fit activations [{batch} {n_pos} d]")
+    return mask.expand(batch, n_pos)
+
+
+__all__ = ["NAMED", "Positions", "check_positions", "position_mask"]
