@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         resolve_layer,
         supported_model_types,
     )
+    from ._patching import PatchingSweep, patch, patching_sweep
     from ._vectors import ControlVector, ablate_direction
     from .data import read_texts, tokenize_batches
 
@@ -65,6 +66,9 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
     "record": "._cache",
     "run_with_cache": "._cache",
     "logit_lens": "._lens",
+    "PatchingSweep": "._patching",
+    "patch": "._patching",
+    "patching_sweep": "._patching",
     "final_norm": "._models",
     "read_texts": ".data",
     "tokenize_batches": ".data",
@@ -110,6 +114,7 @@ __all__ = [
     "Intervention",
     "Interventions",
     "LayerNotFoundError",
+    "PatchingSweep",
     "RepeUnlearnError",
     "ShapeError",
     "TrainingError",
@@ -129,6 +134,8 @@ __all__ = [
     "masked_mean",
     "mlp_down_proj",
     "n_layers",
+    "patch",
+    "patching_sweep",
     "read_texts",
     "record",
     "register_architecture",

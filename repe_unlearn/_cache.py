@@ -51,6 +51,7 @@ class ActivationCache(Mapping[int, Tensor]):
         if point not in HOOK_POINTS:
             raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
         self._acts: dict[int, Tensor] = dict(activations or {})
+        self.steps: list[ActivationCache] = []  # one cache per forward pass, with record(every_pass=True)
         self.point: HookPoint = point
         self.attention_mask = attention_mask
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -179,8 +180,13 @@ def record(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     stop_after: bool = False,
+    every_pass: bool = False,
 ) -> Iterator[ActivationCache]:
     """Record ``point`` at ``layers`` (``None``: all) during the forward passes run inside the block.
+
+    ``every_pass=True`` keeps every pass, for ``model.generate``: ``cache.steps`` holds one cache per forward
+    pass (the prompt, then each new token), and ``cache[layer]`` their concatenation over positions
+    ``[batch prompt+new d_model]``, with the attention masks concatenated alike.
 
     After the block, ``cache[layer]`` holds the last pass's activations. By default they are detached
     *copies* on the CPU (``device``), optionally cast (``dtype``, e.g. ``torch.float16`` to halve memory), so a
@@ -198,6 +204,7 @@ def record(
         device: where recorded copies go (CPU by default).
         dtype: cast recorded copies, e.g. ``torch.float16``.
         stop_after: end the forward pass right after the deepest recorded point.
+        every_pass: keep every forward pass (generation), not only the last.
 
     Yields:
         An :class:`ActivationCache`: ``cache[layer]`` is ``[batch pos d_model]``, with ``cache.attention_mask``
@@ -205,6 +212,8 @@ def record(
     """
     if point not in HOOK_POINTS:
         raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
+    if every_pass and stop_after:
+        raise ConfigError("every_pass=True keeps the passes of a generation; it cannot stop them early")
     indices = resolve_layers(model, layers)
     if keep_graph and (device is not None or dtype is not None):
         raise ConfigError("keep_graph=True keeps activations where the model made them; drop device=/dtype=")
@@ -217,8 +226,16 @@ def record(
     owner = object()
     first, deepest = indices[0], indices[-1]
 
+    passes: list[ActivationCache] = []
+
+    def keep_pass() -> None:
+        if cache._acts:
+            passes.append(ActivationCache(dict(cache._acts), point=point, attention_mask=cache.attention_mask))
+
     def store(act: Tensor, ctx: HookContext) -> None:
         if ctx.layer == first:  # the lowest recorded point fires first in every pass: a new pass begins
+            if every_pass:
+                keep_pass()
             cache._acts.clear()
             mask = ctx.attention_mask
             if mask is not None:
@@ -238,6 +255,20 @@ def record(
         except _StopForward as stop:
             if stop.owner is not owner:
                 raise
+        finally:
+            if every_pass:
+                keep_pass()
+                _concatenate(cache, passes)
+
+
+def _concatenate(cache: ActivationCache, passes: list[ActivationCache]) -> None:
+    """Fill ``cache`` with the passes of a generation, concatenated over positions, and keep them as steps."""
+    cache.steps = passes
+    if not passes:
+        return
+    cache._acts = {layer: torch.cat([p[layer] for p in passes], dim=1) for layer in passes[0].layers}
+    masks = [p.attention_mask for p in passes]
+    cache.attention_mask = None if any(m is None for m in masks) else torch.cat(masks, dim=1)  # type: ignore[arg-type]
 
 
 def collect(

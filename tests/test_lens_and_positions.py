@@ -95,3 +95,54 @@ def test_bad_positions_are_refused(llama: nn.Module) -> None:
         vector.apply(llama, positions=torch.tensor([1, 0]))
     with pytest.raises(ru.ConfigError, match="not both"):
         vector.apply(llama, positions="last", only_non_pad=True)
+
+
+# -- activation patching -------------------------------------------------------------------------------------------
+def two_runs(batch: dict) -> tuple[dict, dict]:
+    clean = {"input_ids": batch["input_ids"][:1], "attention_mask": torch.ones(1, 7, dtype=torch.long)}
+    corrupted = {"input_ids": clean["input_ids"].clone(), "attention_mask": clean["attention_mask"]}
+    corrupted["input_ids"][0, 1] = (corrupted["input_ids"][0, 1] + 7) % 90 + 3  # another "subject" token
+    return clean, corrupted
+
+
+@torch.no_grad()
+def test_patching_every_position_of_a_layer_reproduces_the_clean_run(model: nn.Module, batch: dict) -> None:
+    clean, corrupted = two_runs(batch)
+    output, cache = ru.run_with_cache(model, clean, layers=[1])
+    with ru.patch(model, cache):
+        patched = model(**corrupted).logits
+    assert torch.equal(patched, output.logits)
+    assert not torch.equal(model(**corrupted).logits, output.logits)  # the corruption matters
+    assert ru.active_hooks(model) == []
+
+
+@torch.no_grad()
+def test_a_patching_sweep_locates_what_the_last_position_reads(llama: nn.Module, batch: dict) -> None:
+    clean, corrupted = two_runs(batch)
+    answer = int(llama(**clean).logits[0, -1].argmax())
+    sweep = ru.patching_sweep(llama, clean, corrupted, lambda logits: logits[0, -1, answer])
+    assert sweep.effects.shape == (N_LAYERS, 7) and sweep.layers == list(range(N_LAYERS))
+    last = N_LAYERS - 1
+    assert float(sweep.effects[last, -1]) == pytest.approx(1.0, abs=1e-6)  # the last residual is the prediction
+    assert float(sweep.effects[last, 0]) == 0.0  # after the last layer, position 0 reaches nothing
+    assert torch.all(sweep.effects[:, 0] == 0.0)  # position 0 is the same token in both runs
+    with pytest.raises(ru.ShapeError, match="same positions"):
+        ru.patching_sweep(llama, clean, {k: v[:, :5] for k, v in corrupted.items()}, lambda logits: logits.sum())
+
+
+# -- caching across generate ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def test_every_pass_of_a_generation_is_kept(llama: nn.Module, batch: dict) -> None:
+    prompt = {"input_ids": batch["input_ids"][:1], "attention_mask": torch.ones(1, 7, dtype=torch.long)}
+    with ru.record(llama, [1, 3], every_pass=True) as cache:
+        generated = llama.generate(**prompt, max_new_tokens=4, min_new_tokens=2, do_sample=False, pad_token_id=0)
+    new = generated.shape[1] - 7  # up to 4 (it stops at EOS)
+    assert new >= 2 and [step[1].shape[1] for step in cache.steps] == [7] + [1] * (new - 1)  # prompt, then a token
+    assert cache[1].shape == (1, 6 + new, D_MODEL)
+    with ru.record(llama, [1, 3]) as whole:  # the same positions in one pass, without the KV cache
+        llama(input_ids=generated[:, :-1])
+    for layer in (1, 3):
+        assert torch.allclose(cache[layer], whole[layer], atol=1e-5)
+    with pytest.raises(ru.ConfigError, match="every_pass"):
+        with ru.record(llama, 1, every_pass=True, stop_after=True):
+            pass
