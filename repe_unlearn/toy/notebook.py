@@ -31,9 +31,9 @@ def notebook_setup() -> ToySession:
     Returns:
         A :class:`ToySession`: ``model, tokenizer, forget, retain = notebook_setup()``.
     """
+    warnings.filterwarnings("ignore", message="IProgress not found")  # before anything imports tqdm.auto
     import transformers
 
-    warnings.filterwarnings("ignore", message="IProgress not found")
     transformers.utils.logging.disable_progress_bar()
     model, tokenizer = load_shipped_model()
     return ToySession(
