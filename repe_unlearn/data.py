@@ -159,15 +159,30 @@ def _json_object(line: str) -> bool:
         return False
 
 
+def _json_lines(path: Path, lines: list[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of a JSON Lines file."""
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+
+
+def _json_list(path: Path, text: str, what: str) -> list[Any]:
+    """The list a ``.json`` file holds (of ``what``)."""
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); a .json file is a list of {what}") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of {what}, got {type(rows).__name__}")
+    return rows
+
+
 def _read_jsonl(path: Path, lines: list[str], text_field: str) -> list[str]:
     texts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for number, row in _json_lines(path, lines):
         if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
             raise DataError(f"{path}:{number}: expected an object with a string field {text_field!r}")
         texts.append(row[text_field])
@@ -176,14 +191,8 @@ def _read_jsonl(path: Path, lines: list[str], text_field: str) -> list[str]:
 
 def _read_json_list(path: Path, text: str, text_field: str) -> list[str]:
     """A JSON document holding a list of records (``{text_field: ...}``) or of strings."""
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); a .json corpus is one JSON list") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{path}: expected a JSON list of records or strings, got a {type(rows).__name__}")
     texts = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(_json_list(path, text, "records or strings")):
         if isinstance(row, str):
             texts.append(row)
         elif isinstance(row, dict) and isinstance(row.get(text_field), str):
@@ -278,22 +287,9 @@ def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {path}: {exc}") from None
         if path.suffix.lower() == ".json":
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rows, list):
-                raise DataError(f"{path}: expected a JSON list of items, got {type(rows).__name__}")
-            items = [_item(row, f"{path} item {i}") for i, row in enumerate(rows)]
+            items = [_item(row, f"{path} item {i}") for i, row in enumerate(_json_list(path, text, "items"))]
         else:
-            items = []
-            for number, line in enumerate(_split_lines(text), start=1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-                    items.append(_item(row, f"{path}:{number}"))
+            items = [_item(row, f"{path}:{number}") for number, row in _json_lines(path, _split_lines(text))]
     if not items:
         raise DataError(f"{path} holds no items")
     return items

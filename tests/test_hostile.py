@@ -196,7 +196,16 @@ def test_an_interrupt_prints_one_line_and_leaves_nothing_half_written(project: P
         argv = ["toy", "world", "--out", str(out), "--entities", "10000"]
     before = snapshot(project)
     proc = subprocess.Popen([sys.executable, "-m", "repe_unlearn.cli", *argv], stderr=subprocess.PIPE, text=True)
-    time.sleep(8.0 if command == "unlearn" else 2.0)  # well inside the run: training, or writing the world
+
+    def started() -> bool:  # training has begun (the step log exists), or the world is being written
+        if command == "unlearn":
+            return (project / "l.partial").exists()
+        return any(p.name.startswith(".out.") for p in project.iterdir())
+
+    deadline = time.monotonic() + 120
+    while not started() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
