@@ -24,6 +24,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._cache import ActivationCache, collect, collect_pooled, record, run_with_cache
+    from ._heads import ablate_heads
     from ._hooks import (
         HookContext,
         HookFn,
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
     from ._lens import logit_lens
     from ._masking import last_token, masked_mean
     from ._models import (
+        HEAD_POINTS,
         HOOK_POINTS,
+        RESIDUAL_POINTS,
         Architecture,
         HookPoint,
         architecture,
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
         final_norm,
         input_device,
         mlp_down_proj,
+        n_heads,
         n_layers,
         register_architecture,
         resolve_layer,
@@ -66,6 +70,7 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
     "record": "._cache",
     "run_with_cache": "._cache",
     "logit_lens": "._lens",
+    "ablate_heads": "._heads",
     "PatchingSweep": "._patching",
     "patch": "._patching",
     "patching_sweep": "._patching",
@@ -81,6 +86,9 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
     "attach": "._hooks",
     "remove_hooks": "._hooks",
     "HOOK_POINTS": "._models",
+    "HEAD_POINTS": "._models",
+    "RESIDUAL_POINTS": "._models",
+    "n_heads": "._models",
     "Architecture": "._models",
     "HookPoint": "._models",
     "architecture": "._models",
@@ -98,7 +106,9 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
 __getattr__, __dir__ = attributes(__name__, _WHERE)
 
 __all__ = [
+    "HEAD_POINTS",
     "HOOK_POINTS",
+    "RESIDUAL_POINTS",
     "ActivationCache",
     "Architecture",
     "ArchitectureError",
@@ -120,6 +130,7 @@ __all__ = [
     "TrainingError",
     "__version__",
     "ablate_direction",
+    "ablate_heads",
     "active_hooks",
     "architecture",
     "attach",
@@ -133,6 +144,7 @@ __all__ = [
     "logit_lens",
     "masked_mean",
     "mlp_down_proj",
+    "n_heads",
     "n_layers",
     "patch",
     "patching_sweep",

@@ -1,6 +1,7 @@
 """Activation caches: ``record()`` reads hook points during a forward pass into an ``ActivationCache``.
 
-``cache[layer]`` is ``[batch pos d_model]``, beside the attention mask of the same positions. With
+``cache[layer]`` is ``[batch pos d_model]`` (``[batch pos head d_head]`` at ``attn_heads``, ``[batch head query
+key]`` at ``attn_pattern``), beside the attention mask of the same (query) positions. With
 ``stop_after=True`` the forward pass ends right after the deepest recorded hook point, so no compute is spent
 on later layers or the LM head (RMU trains through this with ``keep_graph=True``).
 """
@@ -11,13 +12,14 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._hooks import HookContext, attach
 from ._io import load_tensors, save_tensors
 from ._masking import aligned, last_token, masked_mean
-from ._models import HOOK_POINTS, HookPoint, n_layers, resolve_layers
-from ._typing import Pooled, Stacked
+from ._models import HOOK_POINTS, RESIDUAL_POINTS, HookPoint, n_layers, position_dim, resolve_layers
+from ._typing import CachedPooled, CachedStack
 from .errors import ConfigError, FormatError, HookPointError, LayerNotFoundError
 
 _KIND = "activation_cache"
@@ -82,15 +84,22 @@ class ActivationCache(Mapping[int, Tensor]):
         """Recorded layer indices, ascending."""
         return sorted(self._acts)
 
-    def stack(self, layers: Iterable[int] | None = None) -> Stacked:
-        """All (or the given) layers as one ``[layer batch pos d_model]`` tensor."""
+    def stack(self, layers: Iterable[int] | None = None) -> CachedStack:
+        """All (or the given) layers as one ``[layer batch pos d_model]`` tensor (``[layer *shape]`` in general)."""
         return torch.stack([self[layer] for layer in (self.layers if layers is None else layers)])
 
-    def pooled(self, how: str = "last") -> dict[int, Pooled]:
-        """One vector per example and layer: ``"last"`` non-pad token or ``"mean"`` over non-pad tokens."""
+    def pooled(self, how: str = "last") -> dict[int, CachedPooled]:
+        """One vector per example and layer: ``"last"`` non-pad token or ``"mean"`` over non-pad tokens
+        (``[batch head d_head]`` at ``attn_heads``; patterns have no pooling)."""
         if how not in _POOLERS:
             raise ConfigError(f"unknown pooling {how!r}; valid: {', '.join(_POOLERS)}")
-        return {layer: _POOLERS[how](acts, self.attention_mask) for layer, acts in sorted(self._acts.items())}
+        if self.point == "attn_pattern":
+            raise ConfigError("attention patterns [batch head query key] have no pooling over positions")
+        pool = _POOLERS[how]
+        return {
+            layer: pool(acts.flatten(2), self.attention_mask).unflatten(-1, acts.shape[2:])
+            for layer, acts in sorted(self._acts.items())
+        }
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ActivationCache":
         """A copy with activations on ``device`` / in ``dtype`` (the mask keeps its dtype)."""
@@ -116,12 +125,13 @@ class ActivationCache(Mapping[int, Tensor]):
         except ValueError:
             names = sorted(tensors)
             raise FormatError(f"{path}: tensor names must be 'layers.<int>' or 'attention_mask', got {names}") from None
-        bad = [layer for layer, v in acts.items() if v.ndim != 3]
-        if bad or (mask is not None and mask.ndim != 2):
-            raise FormatError(f"{path}: activations must be [batch pos d_model] and the mask [batch pos]")
         point = meta.pop("point", None)
         if point not in HOOK_POINTS:
             raise FormatError(f"{path}: unknown hook point {point!r} in its metadata")
+        rank = 3 if point in RESIDUAL_POINTS else 4
+        bad = [layer for layer, v in acts.items() if v.ndim != rank]
+        if bad or (mask is not None and mask.ndim != 2):
+            raise FormatError(f"{path}: activations at {point} must have {rank} dimensions and the mask [batch pos]")
         for key in ("kind", "layers"):
             meta.pop(key, None)
         return cls(acts, point=point, attention_mask=mask, metadata=meta)
@@ -186,7 +196,8 @@ def record(
 
     ``every_pass=True`` keeps every pass, for ``model.generate``: ``cache.steps`` holds one cache per forward
     pass (the prompt, then each new token), and ``cache[layer]`` their concatenation over positions
-    ``[batch prompt+new d_model]``, with the attention masks concatenated alike.
+    ``[batch prompt+new d_model]``, with the attention masks concatenated alike (patterns: over queries, each
+    step's keys padded with zeros to the full length, so ``[batch head prompt+new prompt+new]``).
 
     After the block, ``cache[layer]`` holds the last pass's activations. By default they are detached
     *copies* on the CPU (``device``), optionally cast (``dtype``, e.g. ``torch.float16`` to halve memory), so a
@@ -239,7 +250,7 @@ def record(
             cache._acts.clear()
             mask = ctx.attention_mask
             if mask is not None:
-                mask = aligned(mask, act.shape[1]).detach().to(target or mask.device, copy=True)
+                mask = aligned(mask, act.shape[position_dim(point)]).detach().to(target or mask.device, copy=True)
             cache.attention_mask = mask
         last = stop_after and ctx.layer == deepest
         if target is not None:
@@ -266,7 +277,14 @@ def _concatenate(cache: ActivationCache, passes: list[ActivationCache]) -> None:
     cache.steps = passes
     if not passes:
         return
-    cache._acts = {layer: torch.cat([p[layer] for p in passes], dim=1) for layer in passes[0].layers}
+    if cache.point == "attn_pattern":  # [batch head query key]: queries follow each other, keys grow
+        n_keys = max(p[layer].shape[-1] for p in passes for layer in p.layers)
+        cache._acts = {
+            layer: torch.cat([F.pad(p[layer], (0, n_keys - p[layer].shape[-1])) for p in passes], dim=2)
+            for layer in passes[0].layers
+        }
+    else:
+        cache._acts = {layer: torch.cat([p[layer] for p in passes], dim=1) for layer in passes[0].layers}
     masks = [p.attention_mask for p in passes]
     cache.attention_mask = None if any(m is None for m in masks) else torch.cat(masks, dim=1)  # type: ignore[arg-type]
 

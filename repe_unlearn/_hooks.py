@@ -32,7 +32,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ._models import HookPoint, d_model, entry_modules, hook_module, input_device, module_name, resolve_layers
+from ._models import (
+    HEAD_POINTS,
+    HookPoint,
+    d_model,
+    entry_modules,
+    hook_module,
+    input_device,
+    module_name,
+    n_heads,
+    resolve_layers,
+)
 from ._typing import AttentionMask
 from .errors import ArchitectureError, ConfigError, HookPointError, ShapeError
 
@@ -270,6 +280,8 @@ class _Target:
 
 
 def _targets(model: nn.Module, layers: int | Iterable[int] | None, point: HookPoint) -> list[_Target]:
+    if point in HEAD_POINTS:
+        n_heads(model)  # raises now, not when the hooks are attached, if the config does not tell
     found = []
     for layer in resolve_layers(model, layers):
         module, kind = hook_module(model, layer, point)
@@ -293,17 +305,66 @@ def _check_activation(act: Tensor, width: int | None, where: str) -> None:
         )
 
 
-def _checked(new: Any, old: Tensor, where: str) -> Tensor:
-    """A hook's replacement, cast back to the activation's dtype and device (a float32 result in a bf16 model)."""
-    if not isinstance(new, Tensor) or new.shape != old.shape:
-        got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
-        raise ShapeError(f"a hook at {where} returned {got}; return None or a tensor of shape {tuple(old.shape)}")
-    return new.to(dtype=old.dtype, device=old.device)
+@dataclass(frozen=True)
+class _View:
+    """How a hook point's tensor is shown to hook functions, and how their replacement is put back.
+
+    Residual points show the tensor as it is, ``[batch pos d_model]``; ``attn_heads`` shows the input of the
+    attention output projection ``[batch pos head*d_head]`` as ``[batch pos head d_head]``; ``attn_pattern``
+    shows the attention weights ``[batch head query key]`` and takes no replacement (they are already used).
+    """
+
+    point: HookPoint
+    width: int | None
+    heads: int | None
+
+    def show(self, raw: Tensor, where: str) -> Tensor:
+        if self.point == "attn_pattern":
+            if raw.ndim != 4 or raw.shape[1] != self.heads:
+                raise ShapeError(
+                    f"{where} gives attention weights of shape {tuple(raw.shape)}; expected [batch head={self.heads} "
+                    "query key]"
+                )
+            return raw
+        if self.point == "attn_heads":
+            assert self.heads is not None
+            if raw.ndim != 3 or raw.shape[-1] % self.heads:
+                raise ShapeError(
+                    f"{where} receives {tuple(raw.shape)}; expected [batch pos head*d_head] with {self.heads} heads"
+                )
+            return raw.unflatten(-1, (self.heads, raw.shape[-1] // self.heads))
+        _check_activation(raw, self.width, where)
+        return raw
+
+    def put_back(self, new: Any, shown: Tensor, raw: Tensor, where: str) -> Tensor:
+        if self.point == "attn_pattern":
+            raise HookPointError(
+                f"a hook at {where} returned a tensor: attention patterns are read-only (the layer has already "
+                "used them); to edit what a head writes, hook 'attn_heads'"
+            )
+        if not isinstance(new, Tensor) or new.shape != shown.shape:
+            got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+            raise ShapeError(f"a hook at {where} returned {got}; return None or a tensor of shape {tuple(shown.shape)}")
+        # cast back to the activation's dtype and device (a float32 result in a bf16 model)
+        return new.to(dtype=raw.dtype, device=raw.device).reshape(raw.shape)
+
+
+def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> tuple[Tensor, Callable[[Tensor], Any]]:
+    """A module's input tensor (first positional, else ``hidden_states``/the only tensor keyword), and how to
+    rebuild the call's ``(args, kwargs)`` around a replacement."""
+    if args and isinstance(args[0], Tensor):
+        return args[0], lambda new: ((new, *args[1:]), kwargs)
+    names = ["hidden_states"] if isinstance(kwargs.get("hidden_states"), Tensor) else []
+    names = names or [k for k, v in kwargs.items() if isinstance(v, Tensor)]
+    if len(names) != 1:
+        raise HookPointError(f"{where} received no hidden_states tensor (positional or keyword)")
+    name = names[0]
+    return kwargs[name], lambda new: (args, {**kwargs, name: new})
 
 
 def _register(model: nn.Module, targets: list[_Target], fn: HookFn, point: HookPoint, label: str) -> HookHandle:
     tracker = _tracker(model)
-    width = _width(model)
+    view = _View(point, _width(model), n_heads(model) if point in HEAD_POINTS else None)
 
     def context(layer: int) -> HookContext:
         if tracker.depth == 0 and not tracker.warned:
@@ -315,28 +376,36 @@ def _register(model: nn.Module, targets: list[_Target], fn: HookFn, point: HookP
             )
         return HookContext(layer, point, tracker.mask)
 
+    def call(raw: Tensor, target: _Target) -> Tensor | None:
+        shown = view.show(raw, target.where)
+        new = fn(shown, context(target.layer))
+        return None if new is None else view.put_back(new, shown, raw, target.where)
+
     def make_post(target: _Target) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
             act, rebuild = _unpack(output, target.where)
-            _check_activation(act, width, target.where)
-            new = fn(act, context(target.layer))
-            return None if new is None else rebuild(_checked(new, act, target.where))
+            new = call(act, target)
+            return None if new is None else rebuild(new)
+
+        return hook
+
+    def make_pattern(target: _Target) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if not isinstance(weights, Tensor):
+                raise HookPointError(
+                    f"{target.where} returned no attention weights: patterns exist only with eager attention; load "
+                    "the model with attn_implementation='eager' (or call model.set_attn_implementation('eager'))"
+                )
+            call(weights, target)
 
         return hook
 
     def make_pre(target: _Target) -> Callable[..., Any]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if args and isinstance(args[0], Tensor):
-                act = args[0]
-                _check_activation(act, width, target.where)
-                new = fn(act, context(target.layer))
-                return None if new is None else ((_checked(new, act, target.where), *args[1:]), kwargs)
-            hidden = kwargs.get("hidden_states")
-            if not isinstance(hidden, Tensor):
-                raise HookPointError(f"{target.where} received no hidden_states tensor (positional or keyword)")
-            _check_activation(hidden, width, target.where)
-            new = fn(hidden, context(target.layer))
-            return None if new is None else (args, {**kwargs, "hidden_states": _checked(new, hidden, target.where)})
+            act, rebuild = _first_tensor(args, kwargs, target.where)
+            new = call(act, target)
+            return None if new is None else rebuild(new)
 
         return hook
 
@@ -346,6 +415,8 @@ def _register(model: nn.Module, targets: list[_Target], fn: HookFn, point: HookP
         for target in targets:
             if target.kind == "pre":
                 handles.append(target.module.register_forward_pre_hook(make_pre(target), with_kwargs=True))
+            elif point == "attn_pattern":
+                handles.append(target.module.register_forward_hook(make_pattern(target)))
             else:
                 handles.append(target.module.register_forward_hook(make_post(target)))
     except BaseException:
@@ -371,8 +442,10 @@ def attach(
     Args:
         model: a causal LM of a supported architecture (or its base model).
         layers: layer indices (negative allowed), one index, or ``None`` for every layer.
-        point: ``"resid_pre"``, ``"resid_post"``, ``"mlp_out"`` or ``"attn_out"``.
-        fn: ``fn(activation [batch pos d_model], ctx) -> replacement | None``.
+        point: ``"resid_pre"``, ``"resid_post"``, ``"mlp_out"``, ``"attn_out"`` (``[batch pos d_model]``),
+            ``"attn_heads"`` (``[batch pos head d_head]``, each head's output before the output projection mixes
+            them) or ``"attn_pattern"`` (``[batch head query key]``, read-only, eager attention only).
+        fn: ``fn(activation, ctx) -> replacement | None`` (a replacement of the same shape).
         description: a label for ``repr`` and :func:`active_hooks`.
 
     Returns:

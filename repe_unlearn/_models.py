@@ -14,8 +14,15 @@ from torch import nn
 
 from .errors import ArchitectureError, HookPointError, LayerNotFoundError
 
-HookPoint = Literal["resid_pre", "resid_post", "mlp_out", "attn_out"]
-HOOK_POINTS: tuple[HookPoint, ...] = ("resid_pre", "resid_post", "mlp_out", "attn_out")
+ResidualPoint = Literal["resid_pre", "resid_post", "mlp_out", "attn_out"]
+HeadPoint = Literal["attn_heads", "attn_pattern"]
+HookPoint = Literal["resid_pre", "resid_post", "mlp_out", "attn_out", "attn_heads", "attn_pattern"]
+# [batch pos d_model]: the residual stream and what each block writes to it (control vectors act here)
+RESIDUAL_POINTS: tuple[ResidualPoint, ...] = ("resid_pre", "resid_post", "mlp_out", "attn_out")
+# per head: attn_heads [batch pos head d_head] (the input of the attention output projection, before it mixes
+# the heads), attn_pattern [batch head query key] (the attention weights, read-only; needs eager attention)
+HEAD_POINTS: tuple[HeadPoint, ...] = ("attn_heads", "attn_pattern")
+HOOK_POINTS: tuple[HookPoint, ...] = (*RESIDUAL_POINTS, *HEAD_POINTS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,9 +38,11 @@ class Architecture:
     mlp_out: str = "mlp"
     attn_out: str = "self_attn"
     mlp_down_proj: str = "mlp.down_proj"  # the MLP output projection, the module RMU updates
+    attention: str = "self_attn"  # the attention module; returns (output, weights), weights only when eager
+    attn_o_proj: str = "self_attn.o_proj"  # the attention output projection; its input holds the heads side by side
 
     def __post_init__(self) -> None:
-        for name in ("layers_path", "mlp_out", "attn_out", "mlp_down_proj"):
+        for name in ("layers_path", "mlp_out", "attn_out", "mlp_down_proj", "attention", "attn_o_proj"):
             value = getattr(self, name)
             if not value or any(not part.isidentifier() and not part.isdigit() for part in value.split(".")):
                 raise ArchitectureError(f"Architecture.{name}={value!r} is not a dotted path like 'model.layers'")
@@ -52,12 +61,20 @@ _BY_MODEL_TYPE: dict[str, Architecture] = {
     "gemma2": _POST_NORM,
     "gemma3_text": _POST_NORM,
     "phi3": Architecture(layers_path="model.layers", mlp_out="resid_mlp_dropout", attn_out="resid_attn_dropout"),
-    "gpt2": Architecture(layers_path="transformer.h", attn_out="attn", mlp_down_proj="mlp.c_proj"),
+    "gpt2": Architecture(
+        layers_path="transformer.h",
+        attn_out="attn",
+        mlp_down_proj="mlp.c_proj",
+        attention="attn",
+        attn_o_proj="attn.c_proj",
+    ),
     "gpt_neox": Architecture(
         layers_path="gpt_neox.layers",
         mlp_out="post_mlp_dropout",
         attn_out="post_attention_dropout",
         mlp_down_proj="mlp.dense_4h_to_h",
+        attention="attention",
+        attn_o_proj="attention.dense",
     ),
 }
 _BY_MODEL: "weakref.WeakKeyDictionary[nn.Module, Architecture]" = weakref.WeakKeyDictionary()
@@ -202,6 +219,25 @@ def d_model(model: nn.Module) -> int:
     raise ArchitectureError(f"cannot tell d_model of {type(model).__name__}: no config.hidden_size, no input embedding")
 
 
+def n_heads(model: nn.Module) -> int:
+    """Number of attention (query) heads per layer, from the config."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for key in ("num_attention_heads", "n_head", "num_heads"):
+            value = getattr(text, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    raise ArchitectureError(
+        f"cannot tell the number of attention heads of {type(model).__name__}: no config.num_attention_heads"
+    )
+
+
+def position_dim(point: str) -> int:
+    """The dimension of a hook point's activation that indexes (query) positions."""
+    return 2 if point == "attn_pattern" else 1
+
+
 def _submodule(model: nn.Module, layer: int, path: str, what: str) -> nn.Module:
     block = decoder_layers(model)[resolve_layer(model, layer)]
     found = _get(block, path)
@@ -231,6 +267,10 @@ def hook_module(model: nn.Module, layer: int, point: str) -> tuple[nn.Module, Li
         return block, "pre" if point == "resid_pre" else "post"
     if point == "mlp_out":
         return _submodule(model, layer, arch.mlp_out, "the MLP's write to the residual stream"), "post"
+    if point == "attn_heads":
+        return _submodule(model, layer, arch.attn_o_proj, "the attention output projection"), "pre"
+    if point == "attn_pattern":
+        return _submodule(model, layer, arch.attention, "the attention module"), "post"
     return _submodule(model, layer, arch.attn_out, "the attention's write to the residual stream"), "post"
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ._cache import collect_pooled
 from ._hooks import HookContext, HookHandle, Intervention
 from ._io import load_tensors, save_tensors
-from ._models import HOOK_POINTS, HookPoint, d_model, input_device, resolve_layer, resolve_layers
+from ._models import HEAD_POINTS, RESIDUAL_POINTS, ResidualPoint, d_model, input_device, resolve_layer, resolve_layers
 from ._positions import Positions, check_positions, position_mask
 from ._typing import Activations, Direction
 from .data import tokenize_batches
@@ -64,6 +64,16 @@ def _scalar(value: Any) -> float:
     return number
 
 
+def _check_point(point: object) -> None:
+    if point in HEAD_POINTS:
+        raise HookPointError(
+            f"directions live in the residual stream [batch pos d_model], not at {point!r}; use one of "
+            f"{', '.join(RESIDUAL_POINTS)} (for heads: ru.ablate_heads, ru.patch(..., heads=), ru.Intervention)"
+        )
+    if point not in RESIDUAL_POINTS:
+        raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(RESIDUAL_POINTS)}")
+
+
 class ControlVector:
     """A direction per layer, added to (or projected out of) the residual stream at those layers.
 
@@ -74,20 +84,19 @@ class ControlVector:
         self,
         directions: Mapping[int, Tensor],
         *,
-        point: HookPoint = "resid_post",
+        point: ResidualPoint = "resid_post",
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if not directions:
             raise ConfigError("a ControlVector needs at least one layer")
-        if point not in HOOK_POINTS:
-            raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
+        _check_point(point)
         # copies: a later in-place edit of the caller's tensor must not change a vector (or its interventions)
         checked = {_layer_key(layer): _check_direction(layer, v).detach().clone() for layer, v in directions.items()}
         sizes = {v.shape[0] for v in checked.values()}
         if len(sizes) > 1:
             raise ShapeError(f"directions have different sizes {sorted(sizes)}; all must be d_model")
         self.directions: dict[int, Tensor] = dict(sorted(checked.items()))
-        self.point: HookPoint = point
+        self.point: ResidualPoint = point
         self.metadata: dict[str, Any] = dict(metadata or {})
 
     @property
@@ -294,7 +303,7 @@ class ControlVector:
         layers: int | Iterable[int] | None = None,
         *,
         method: Literal["mean_diff", "pca"] = "mean_diff",
-        point: HookPoint = "resid_post",
+        point: ResidualPoint = "resid_post",
         batch_size: int = 16,
         pool: Literal["last", "mean"] = "last",
         max_length: int = 512,
@@ -387,7 +396,7 @@ def ablate_direction(
     direction: Direction,
     layers: int | Iterable[int] | None,
     *,
-    point: HookPoint = "resid_post",
+    point: ResidualPoint = "resid_post",
     positions: Positions = "all",
 ) -> Intervention:
     """Project one direction out of ``point`` at each of ``layers`` (e.g. the steered layer and all after).
@@ -407,8 +416,7 @@ def ablate_direction(
     width = d_model(model)
     if direction.shape[0] != width:
         raise ShapeError(f"direction has size {direction.shape[0]} but the model's d_model is {width}")
-    if point not in HOOK_POINTS:
-        raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
+    _check_point(point)
     indices = resolve_layers(model, layers)
     basis = _unit("(ablate_direction)", direction.float())[None]
     projector = _projector(dict.fromkeys(indices, basis), positions)

@@ -17,11 +17,20 @@ from torch import Tensor, nn
 
 from ._cache import ActivationCache
 from ._hooks import _unpack
-from ._models import HookPoint, architecture, find_layers_path, n_layers, resolve_layer, resolve_layers
+from ._models import (
+    HEAD_POINTS,
+    HookPoint,
+    architecture,
+    find_layers_path,
+    n_heads,
+    n_layers,
+    resolve_layer,
+    resolve_layers,
+)
 from ._vectors import ControlVector
-from .errors import ConfigError
+from .errors import ConfigError, HookPointError
 
-_STAGE = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
+_STAGE = {"resid_pre": 0, "attn_pattern": 1, "attn_heads": 2, "attn_out": 3, "mlp_out": 4, "resid_post": 5}
 
 
 def _nnsight() -> ModuleType:
@@ -51,13 +60,25 @@ def _envoy(nn_model: Any, layer: int, point: HookPoint) -> Any:
         envoy = getattr(envoy, part)
     envoy = envoy[resolve_layer(model, layer)]
     arch = architecture(model)
-    sub = {"mlp_out": arch.mlp_out, "attn_out": arch.attn_out}.get(point)
+    sub = {
+        "mlp_out": arch.mlp_out,
+        "attn_out": arch.attn_out,
+        "attn_heads": arch.attn_o_proj,
+        "attn_pattern": arch.attention,
+    }.get(point)
     for part in sub.split(".") if sub else ():
         envoy = getattr(envoy, part)
     return envoy
 
 
-def _read(envoy: Any, point: HookPoint) -> Tensor:
+def _read(envoy: Any, point: HookPoint, heads: int | None = None) -> Tensor:
+    if point == "attn_heads":  # the input of the output projection, one slice per head
+        return envoy.input.unflatten(-1, (heads, -1))
+    if point == "attn_pattern":
+        weights = envoy.output[1]
+        if weights is None:
+            raise HookPointError("no attention weights: load the model with attn_implementation='eager'")
+        return weights
     value = envoy.input if point == "resid_pre" else envoy.output
     return _unpack(value, f"{point} (nnsight)")[0]
 
@@ -88,9 +109,11 @@ def save_activations(
 ) -> dict[int, Tensor]:
     """Inside a trace: ``{layer: saved activation}`` for each layer (pass the result to :func:`to_cache`)."""
     nnsight = _nnsight()
+    model = _torch_model(nn_model)
+    heads = n_heads(model) if point in HEAD_POINTS else None
     saved = {
-        layer: nnsight.save(_read(_envoy(nn_model, layer, point), point))
-        for layer in resolve_layers(_torch_model(nn_model), layers)
+        layer: nnsight.save(_read(_envoy(nn_model, layer, point), point, heads))
+        for layer in resolve_layers(model, layers)
     }
     return nnsight.save(saved)  # the dict itself must be saved, or nnsight drops it when the trace ends
 
@@ -131,10 +154,11 @@ def trace_cache(
     if vector is not None:
         events += [(resolve_layer(model, k), _STAGE[vector.point], 0, k) for k in vector.layers]
     saved: dict[int, Tensor] = {}
+    heads = n_heads(model) if point in HEAD_POINTS else None
     with nn_model.trace(inputs):
         for layer, _, is_save, key in sorted(events):
             if is_save:
-                saved[layer] = nnsight.save(_read(_envoy(nn_model, layer, point), point))
+                saved[layer] = nnsight.save(_read(_envoy(nn_model, layer, point), point, heads))
             elif vector is not None:
                 _steer_one(nn_model, vector, key, coeff)
     mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None

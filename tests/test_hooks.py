@@ -15,7 +15,7 @@ def run(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 def test_hook_points_sum_to_the_residual_update(model: nn.Module, batch: dict[str, Tensor]) -> None:
     """resid_post = resid_pre + attn_out + mlp_out: the points are what each block writes to the stream."""
     caches = {}
-    for point in ru.HOOK_POINTS:
+    for point in ru.RESIDUAL_POINTS:
         with torch.no_grad(), ru.record(model, point=point) as caches[point]:
             model(**batch)
     for layer in range(N_LAYERS):

@@ -60,3 +60,19 @@ def test_steering_through_nnsight_equals_the_hook_path(wrapped: tuple, inputs: d
     cache = nnsight_adapter.to_cache(saved, model=model)
     assert torch.equal(cache[3], hooked[3]) and torch.equal(cache[-3], hooked[1])
     assert torch.equal(out.logits, logits)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("point", ["attn_heads", "attn_pattern"])
+def test_head_points_equal_nnsight_saved_values(
+    arch: str, point: str, inputs: dict[str, Tensor], tokenizer: object
+) -> None:
+    model = make_model(arch)
+    model.set_attn_implementation("eager")
+    nn_model = nnsight_adapter.wrap(model, tokenizer)
+    with torch.no_grad(), ru.record(model, [1, 3], point=point) as cache:
+        model(**inputs)
+    traced = nnsight_adapter.trace_cache(nn_model, inputs, [1, 3], point=point)
+    assert traced.point == point and traced.layers == [1, 3]
+    for layer in (1, 3):
+        assert traced[layer].ndim == 4 and torch.equal(traced[layer], cache[layer])

@@ -24,9 +24,7 @@ def random_directions(n_topics: int, d_model: int, seed: int) -> Tensor:
     return u / u.norm(dim=1, keepdim=True)
 
 
-def published_directions(
-    n_topics: int, d_model: int, seed: int, *, device: torch.device, dtype: torch.dtype
-) -> Tensor:
+def published_directions(n_topics: int, d_model: int, seed: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``[n_topics, d_model]`` unit vectors drawn as the published code draws them, one per topic in turn.
 
     The published code seeds torch (``torch.manual_seed(seed)`` and the CUDA seeds) and then draws
