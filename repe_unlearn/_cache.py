@@ -20,7 +20,7 @@ from ._io import load_tensors, save_tensors
 from ._masking import aligned, last_token, masked_mean
 from ._models import HOOK_POINTS, RESIDUAL_POINTS, HookPoint, n_layers, position_dim, resolve_layers
 from ._typing import CachedPooled, CachedStack
-from .errors import ConfigError, FormatError, HookPointError, LayerNotFoundError
+from .errors import ConfigError, FormatError, HookPointError, LayerNotFoundError, ShapeError
 
 _KIND = "activation_cache"
 
@@ -39,6 +39,27 @@ class _StopForward(BaseException):
 _POOLERS = {"last": last_token, "mean": masked_mean}
 
 
+def _check_cache(acts: Mapping[int, Tensor], point: str, mask: Tensor | None) -> None:
+    """Refuse activations that cannot be one pass's at ``point``: wrong rank, unequal batches, a mask that does
+    not cover their positions."""
+    rank = 3 if point in RESIDUAL_POINTS else 4
+    for layer, act in acts.items():
+        if not isinstance(act, Tensor) or act.ndim != rank:
+            got = tuple(act.shape) if isinstance(act, Tensor) else type(act).__name__
+            raise ShapeError(f"layer {layer} at {point} must be a tensor with {rank} dimensions, got {got}")
+    batches = {act.shape[0] for act in acts.values()}
+    if len(batches) > 1:
+        raise ShapeError(f"the layers hold different batch sizes {sorted(batches)}; a cache holds one pass")
+    if mask is not None and acts:
+        first = next(iter(acts.values()))
+        n_pos = first.shape[position_dim(point)]
+        if mask.ndim != 2 or mask.shape[0] != first.shape[0] or mask.shape[1] != n_pos:
+            raise ShapeError(
+                f"the attention mask {tuple(mask.shape)} does not cover the activations' [batch={first.shape[0]} "
+                f"pos={n_pos}]"
+            )
+
+
 class ActivationCache(Mapping[int, Tensor]):
     """Activations per layer from one forward pass, with the attention mask of the same positions."""
 
@@ -53,6 +74,7 @@ class ActivationCache(Mapping[int, Tensor]):
         if point not in HOOK_POINTS:
             raise HookPointError(f"unknown hook point {point!r}; valid: {', '.join(HOOK_POINTS)}")
         self._acts: dict[int, Tensor] = dict(activations or {})
+        _check_cache(self._acts, point, attention_mask)
         self.steps: list[ActivationCache] = []  # one cache per forward pass, with record(every_pass=True)
         self.point: HookPoint = point
         self.attention_mask = attention_mask
@@ -277,16 +299,39 @@ def _concatenate(cache: ActivationCache, passes: list[ActivationCache]) -> None:
     cache.steps = passes
     if not passes:
         return
-    if cache.point == "attn_pattern":  # [batch head query key]: queries follow each other, keys grow
-        n_keys = max(p[layer].shape[-1] for p in passes for layer in p.layers)
+    # what must agree between passes: batch and width ([batch pos ...]), or batch and heads ([batch head q k])
+    pattern = cache.point == "attn_pattern"
+    sizes = {(s[0], s[1]) if pattern else (s[0], *s[2:]) for p in passes for s in (p[k].shape for k in p.layers)}
+    if len(sizes) > 1 or any(p.layers != passes[0].layers for p in passes):
+        raise ShapeError(
+            "record(every_pass=True) kept passes of different batch sizes or layers; it concatenates the passes of "
+            "one generate() call: use one record block per call"
+        )
+    if cache.point == "attn_pattern":
+        # [batch head query key]: the queries of the passes follow each other, and each pass's keys are the last
+        # ones of the sequence so far (all of it, or a sliding window's last keys): right-align them, zeros before
+        ends = torch.tensor([p[p.layers[0]].shape[2] for p in passes]).cumsum(0).tolist()
+        total = ends[-1]
         cache._acts = {
-            layer: torch.cat([F.pad(p[layer], (0, n_keys - p[layer].shape[-1])) for p in passes], dim=2)
+            layer: torch.cat(
+                [F.pad(p[layer], (end - p[layer].shape[-1], total - end)) for p, end in zip(passes, ends, strict=True)],
+                dim=2,
+            )
             for layer in passes[0].layers
         }
     else:
         cache._acts = {layer: torch.cat([p[layer] for p in passes], dim=1) for layer in passes[0].layers}
     masks = [p.attention_mask for p in passes]
-    cache.attention_mask = None if any(m is None for m in masks) else torch.cat(masks, dim=1)  # type: ignore[arg-type]
+    if all(m is None for m in masks):
+        cache.attention_mask = None
+    else:  # a pass given no mask has every position real (generate gives the prompt none when it is all ones)
+        dim = position_dim(cache.point)
+        filled = [
+            m if m is not None else torch.ones(p[p.layers[0]].shape[0], p[p.layers[0]].shape[dim], dtype=torch.long)
+            for p, m in zip(passes, masks, strict=True)
+        ]
+        device = next(m.device for m in masks if m is not None)
+        cache.attention_mask = torch.cat([m.to(device) for m in filled], dim=1)
 
 
 def collect(
@@ -360,7 +405,7 @@ def run_with_cache(
     layers: int | Iterable[int] | None = None,
     points: HookPoint | Sequence[HookPoint] = "resid_post",
     *,
-    names_filter: Callable[[str], bool] | None = None,
+    names_filter: Callable[[str], bool] | str | Iterable[str] | None = None,
     keep_graph: bool = False,
     dtype: torch.dtype | None = None,
 ) -> tuple[Any, "ActivationCache | dict[HookPoint, ActivationCache]"]:
@@ -372,14 +417,26 @@ def run_with_cache(
         layers: layer indices, one index, or ``None`` for every layer.
         points: one hook point (the cache is an :class:`ActivationCache`) or several (a dict of caches by
             point, filled in the same pass).
-        names_filter: keep only the hook names ``"<point>.<layer>"`` it accepts (``"resid_post.3"``), as
-            TransformerLens's ``names_filter``.
+        names_filter: keep only the hook names ``"<point>.<layer>"`` it accepts (``"resid_post.3"``): a
+            function, one name or a list of names, as TransformerLens's ``names_filter``.
         keep_graph: keep activations attached to autograd (and the pass differentiable).
         dtype: cast the recorded copies.
 
     Returns:
         ``(output, cache)``: the model's output object and the cache(s). The full pass runs (no early stop).
     """
+    accept: Callable[[str], bool] | None
+    if isinstance(names_filter, str) or (not callable(names_filter) and isinstance(names_filter, Iterable)):
+        allowed = {names_filter} if isinstance(names_filter, str) else set(names_filter)  # one name, or several
+        bad = [n for n in allowed if not isinstance(n, str)]
+        if bad:
+            raise ConfigError(f"names_filter names must be strings like 'resid_post.3', got {bad[0]!r}")
+        accept = allowed.__contains__
+    elif names_filter is None or callable(names_filter):
+        accept = names_filter
+    else:
+        kind = type(names_filter).__name__
+        raise ConfigError(f"names_filter takes a function, a name or a list of names, got {kind}")
     single = isinstance(points, str)
     chosen: list[HookPoint] = [points] if isinstance(points, str) else list(points)
     if not chosen:
@@ -388,7 +445,7 @@ def run_with_cache(
     caches: dict[HookPoint, ActivationCache] = {}
     with ExitStack() as stack, torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
         for point in chosen:
-            wanted = [i for i in indices if names_filter is None or names_filter(f"{point}.{i}")]
+            wanted = [i for i in indices if accept is None or accept(f"{point}.{i}")]
             if wanted:
                 caches[point] = stack.enter_context(record(model, wanted, point, keep_graph=keep_graph, dtype=dtype))
         if not caches:

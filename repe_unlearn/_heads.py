@@ -4,6 +4,7 @@ A head's output is its slice of ``attn_heads`` ``[batch pos head d_head]``, the 
 projection; zeroing it removes exactly that head's term from the attention block's write to the residual stream.
 """
 
+import numbers
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -15,22 +16,27 @@ from ._positions import Positions, check_positions, position_mask
 from .errors import ConfigError
 
 
-def head_mask(model: nn.Module, point: str, heads: int | Iterable[int]) -> Tensor:
+Index = int | numbers.Integral  # numpy integers count too
+
+
+def head_mask(model: nn.Module, point: str, heads: Index | Iterable[Index]) -> Tensor:
     """``[head]`` bools: the chosen heads (negative indices count from the last)."""
     if point != "attn_heads":
         raise ConfigError(f"heads= selects attention heads; it needs the 'attn_heads' point, not {point!r}")
     n = n_heads(model)
-    chosen = [heads] if isinstance(heads, int) else list(heads)
-    bad = [h for h in chosen if isinstance(h, bool) or not isinstance(h, int) or not -n <= h < n]
+    if isinstance(heads, numbers.Integral) or not isinstance(heads, Iterable):
+        heads = [heads]  # type: ignore[list-item]
+    chosen = list(heads)
+    bad = [h for h in chosen if isinstance(h, bool) or not isinstance(h, numbers.Integral) or not -n <= h < n]
     if bad or not chosen:
         raise ConfigError(f"heads must be indices in {-n}..{n - 1} (this model has {n} heads), got {heads!r}")
     mask = torch.zeros(n, dtype=torch.bool)
-    mask[[h % n for h in chosen]] = True
+    mask[[int(h) % n for h in chosen]] = True
     return mask
 
 
 def ablate_heads(
-    model: nn.Module, heads: Mapping[int, int | Iterable[int]], *, positions: Positions = "all"
+    model: nn.Module, heads: Mapping[Index, Index | Iterable[Index]], *, positions: Positions = "all"
 ) -> Intervention:
     """Zero the output of the chosen heads (``{layer: heads}``) before the output projection mixes them.
 
@@ -46,7 +52,13 @@ def ablate_heads(
     check_positions(positions)
     if not isinstance(heads, Mapping) or not heads:
         raise ConfigError(f"heads must be a non-empty {{layer: head indices}} mapping, got {heads!r}")
-    masks = {resolve_layer(model, layer): head_mask(model, "attn_heads", chosen) for layer, chosen in heads.items()}
+    masks: dict[int, Tensor] = {}
+    for layer, chosen in heads.items():  # two keys naming one layer (-1 and n-1) both count
+        plain = isinstance(layer, numbers.Integral) and not isinstance(layer, bool)
+        index = resolve_layer(model, int(layer) if plain else layer)
+        masks[index] = masks.get(index, torch.zeros(n_heads(model), dtype=torch.bool)) | head_mask(
+            model, "attn_heads", chosen
+        )
 
     def zero(act: Tensor, ctx: HookContext) -> Tensor:
         where = position_mask(positions, act, ctx.attention_mask)[:, :, None] & masks[ctx.layer].to(act.device)

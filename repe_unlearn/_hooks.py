@@ -136,7 +136,7 @@ class _PassTracker:
                 if model is not None:
                     device = input_device(model)  # read per pass: the model may have moved since
                     moved = _to_device(args, kwargs, device)
-                    mask = mask.to(device) if mask is not None else None
+                    mask = mask.to(device) if mask is not None else _continuation_mask(args, kwargs, device)
             self.frames.append(_Frame(module, entry, mask))
             return moved
 
@@ -156,6 +156,20 @@ class _PassTracker:
         finally:
             if frame in self.frames:
                 self.frames.remove(frame)
+
+
+def _continuation_mask(args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device) -> Tensor | None:
+    """The mask of a pass given none that continues a KV cache (generate drops an all-ones mask): every
+    position real, cached ones included, so hooks can tell where the new tokens sit. None for other passes."""
+    past = kwargs.get("past_key_values", kwargs.get("cache"))
+    length = getattr(past, "get_seq_length", None)
+    seen = length() if callable(length) else 0
+    new = kwargs.get("input_ids", args[0] if args else None)
+    if new is None:
+        new = kwargs.get("inputs_embeds")
+    if not isinstance(seen, int) or seen <= 0 or not isinstance(new, Tensor) or new.ndim < 2:
+        return None
+    return torch.ones(new.shape[0], seen + new.shape[1], dtype=torch.long, device=device)
 
 
 def _to_device(
@@ -397,7 +411,13 @@ def _register(model: nn.Module, targets: list[_Target], fn: HookFn, point: HookP
                     f"{target.where} returned no attention weights: patterns exist only with eager attention; load "
                     "the model with attn_implementation='eager' (or call model.set_attn_implementation('eager'))"
                 )
+            version = weights._version
             call(weights, target)
+            if weights._version != version:
+                raise HookPointError(
+                    f"a hook at {target.where} edited the attention weights in place: patterns are read-only (the "
+                    "layer has already used them); to edit what a head writes, hook 'attn_heads'"
+                )
 
         return hook
 
@@ -641,11 +661,41 @@ class LayerCall:
             raise HookPointError("the captured layer call holds no hidden_states tensor")
         return hidden
 
-    def with_hidden_states(self, hidden: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def with_hidden_states(self, hidden: Tensor | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``(args, kwargs)`` for calling the layer again on other hidden states."""
         if self.args:
             return (hidden, *self.args[1:]), self.kwargs
         return self.args, {**self.kwargs, "hidden_states": hidden}
+
+    def kept(self, *, with_hidden_states: bool) -> "LayerCall":
+        """A copy to keep beyond the pass: tensors detached (so no graph stays alive), and the hidden states
+        kept only when asked (a replay recomputes those of every layer but the first)."""
+
+        def detach(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return value.detach()
+            if isinstance(value, tuple):
+                return tuple(detach(v) for v in value)
+            return value
+
+        hidden = self.hidden_states.detach().clone() if with_hidden_states else None  # never edited in place
+        args, kwargs = self.with_hidden_states(hidden)
+        return LayerCall(detach(args), {k: detach(v) for k, v in kwargs.items()})
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the call holds (inside tuples too)."""
+        found: list[Tensor] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, Tensor):
+                found.append(value)
+            elif isinstance(value, (tuple, list)):
+                for item in value:
+                    walk(item)
+
+        walk(self.args)
+        walk(list(self.kwargs.values()))
+        return found
 
 
 def capture_calls(model: nn.Module, layers: int | Iterable[int] | None) -> tuple[HookHandle, dict[int, LayerCall]]:

@@ -79,6 +79,16 @@ class PatchingSweep:
     over: str = "positions"  # what the second axis indexes: "positions" or "heads"
 
 
+def _scalar(metric: Callable[[Tensor], Tensor], logits: Tensor) -> float:
+    value = metric(logits)
+    if isinstance(value, Tensor) and value.numel() != 1:
+        raise ConfigError(f"the metric must return one number, got a tensor of shape {tuple(value.shape)}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"the metric must return one number, got {type(value).__name__}") from None
+
+
 @torch.no_grad()
 def patching_sweep(
     model: nn.Module,
@@ -87,7 +97,7 @@ def patching_sweep(
     metric: Callable[[Tensor], Tensor],
     *,
     layers: int | Iterable[int] | None = None,
-    point: HookPoint = "resid_post",
+    point: HookPoint | None = None,
     over: Literal["positions", "heads"] = "positions",
 ) -> PatchingSweep:
     """Patch the clean run's activation at every (layer, position) into the corrupted run, one at a time
@@ -99,7 +109,7 @@ def patching_sweep(
         corrupted: inputs of the same length without it (e.g. another subject).
         metric: ``metric(logits) -> scalar``, e.g. the logit of the right answer at the last position.
         layers: the layers to sweep (default: all).
-        point: the hook point to patch (``over="heads"`` takes ``attn_heads``, the default then).
+        point: the hook point to patch (default ``resid_post``; ``over="heads"`` patches ``attn_heads``).
         over: ``"positions"`` (effects ``[layer pos]``) or ``"heads"`` (effects ``[layer head]``).
 
     Returns:
@@ -109,9 +119,11 @@ def patching_sweep(
     if over not in ("positions", "heads"):
         raise ConfigError(f"over must be 'positions' or 'heads', got {over!r}")
     if over == "heads":
-        if point not in ("resid_post", "attn_heads"):  # resid_post: the default, left unchanged by the caller
+        if point not in (None, "attn_heads"):
             raise ConfigError(f"a sweep over heads patches 'attn_heads', not {point!r}")
         point = "attn_heads"
+    elif point is None:
+        point = "resid_post"
     if point == "attn_pattern":
         raise ConfigError("attention patterns are read-only; sweep 'attn_heads' to patch what heads write")
     if clean["input_ids"].shape != corrupted["input_ids"].shape:
@@ -122,8 +134,8 @@ def patching_sweep(
     indices = resolve_layers(model, layers)
     output, cache = run_with_cache(model, clean, indices, point)
     assert isinstance(cache, ActivationCache)
-    clean_value = float(metric(output.logits))
-    corrupted_value = float(metric(model(**corrupted).logits))
+    clean_value = _scalar(metric, output.logits)
+    corrupted_value = _scalar(metric, model(**corrupted).logits)
     if clean_value == corrupted_value:
         raise ConfigError(f"the metric is {clean_value} on both runs: there is no difference to locate")
     n_pos = clean["input_ids"].shape[1]
@@ -138,7 +150,7 @@ def patching_sweep(
                 only[col] = True
                 patched = patch(model, cache, [layer], positions=only)
             with patched:
-                raw[row, col] = float(metric(model(**corrupted).logits))
+                raw[row, col] = _scalar(metric, model(**corrupted).logits)
     effects = (raw - corrupted_value) / (clean_value - corrupted_value)
     return PatchingSweep(effects, raw, clean_value, corrupted_value, indices, over)
 

@@ -1,8 +1,8 @@
 """Which positions an intervention acts on: all, the real (non-pad) ones, the last real one, a slice, from
 index k on, or a boolean mask — one vocabulary for steering and ablation alike.
 
-Positions index the activation in hand (``pos``); during cached generation that is the new token only, and the
-attention mask's last ``pos`` columns describe it.
+During cached generation a pass holds the new token only; the attention mask's last ``pos`` columns describe
+it, and its length tells where the pass sits in the whole sequence.
 """
 
 from typing import Literal
@@ -33,32 +33,37 @@ def check_positions(positions: object) -> None:
 
 
 def position_mask(positions: Positions, act: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """``[batch pos]`` bools: where an intervention acts on ``act`` ``[batch pos d_model]``.
+    """``[batch pos]`` bools: where an intervention acts on ``act`` ``[batch pos ...]``.
 
     ``"all"``: every position; ``"non-pad"``: positions the attention mask marks real (all when there is no
     mask); ``"last"``: each row's last real position; an int ``k``: positions from ``k`` on (negative: the last
     ``-k``); a slice: those positions; a bool mask ``[pos]`` or ``[batch pos]``: where it is True.
+
+    Ints and slices count positions of the whole sequence: during cached generation, where a pass holds only
+    the new token, the attention mask tells how many came before (without a mask, the pass's own columns are
+    counted). A bool mask covers either the pass's positions or the whole sequence (its last columns are used).
     """
     batch, n_pos = act.shape[0], act.shape[1]
     if isinstance(positions, str):
         if positions == "all":
             return torch.ones(batch, n_pos, dtype=torch.bool, device=act.device)
-        real = real_positions(attention_mask, act, torch.bool)
+        real = real_positions(attention_mask, act.flatten(2), torch.bool)
         if positions == "non-pad":
             return real
         last = n_pos - 1 - torch.flip(real, dims=[1]).int().argmax(dim=1)
         keep = torch.zeros(batch, n_pos, dtype=torch.bool, device=act.device)
         keep[torch.arange(batch, device=act.device), last] = real.any(dim=1)
         return keep
+    total = attention_mask.shape[-1] if attention_mask is not None and attention_mask.shape[-1] > n_pos else n_pos
     if isinstance(positions, (int, slice)):
         chosen = slice(positions, None) if isinstance(positions, int) else positions
-        keep = torch.zeros(batch, n_pos, dtype=torch.bool, device=act.device)
+        keep = torch.zeros(batch, total, dtype=torch.bool, device=act.device)
         keep[:, chosen] = True
-        return keep
+        return keep[:, total - n_pos :]
     mask = positions.to(device=act.device)
-    if mask.shape[-1] != n_pos or (mask.ndim == 2 and mask.shape[0] != batch):
+    if mask.shape[-1] not in (n_pos, total) or (mask.ndim == 2 and mask.shape[0] != batch):
         raise ShapeError(f"a positions mask of shape {tuple(mask.shape)} does not fit activations [{batch} {n_pos} d]")
-    return mask.expand(batch, n_pos)
+    return mask[..., mask.shape[-1] - n_pos :].expand(batch, n_pos)
 
 
 __all__ = ["NAMED", "Positions", "check_positions", "position_mask"]

@@ -266,3 +266,106 @@ def test_the_docs_table_names_the_modules_hooked() -> None:
         block = module_name(model, ru.decoder_layers(model)[0]) + "."
         found = tuple(module_name(model, hook_module(model, 0, p)[0]).removeprefix(block) for p in ru.HEAD_POINTS)
         assert found == rows[arch], arch
+
+
+# -- found by an outside tester ----------------------------------------------------------------------------------
+@torch.no_grad()
+def test_generation_patterns_of_sliding_window_layers_sit_on_their_keys() -> None:
+    """A sliding-window layer's decode step sees only the window's last keys: they are right-aligned."""
+    import transformers as tf
+
+    config = tf.MistralConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+        vocab_size=96, sliding_window=4, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    prompt = torch.randint(3, 96, (1, 7))
+    with ru.record(model, 0, "attn_pattern", every_pass=True) as cache:
+        generated = model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, do_sample=False, pad_token_id=0,
+            eos_token_id=None,
+        )  # fmt: skip
+    whole = model(generated[:, :-1], output_attentions=True).attentions[0]
+    assert cache[0].shape == whole.shape == (1, N_HEADS, 9, 9)
+    assert torch.allclose(cache[0], whole, atol=1e-5)
+
+
+def test_heads_of_one_layer_named_twice_are_all_ablated(batch: dict) -> None:
+    import numpy as np
+
+    model = make_model("llama")
+    with torch.no_grad(), ru.ablate_heads(model, {1: [1], -3: [2]}):
+        twice = model(**batch).logits
+    with torch.no_grad(), ru.ablate_heads(model, {1: [1, 2]}):
+        once = model(**batch).logits
+    assert torch.equal(twice, once)
+    with torch.no_grad(), ru.ablate_heads(model, {np.int64(1): np.int64(2)}):  # numpy integers are indices too
+        numpy_keys = model(**batch).logits
+    with torch.no_grad(), ru.ablate_heads(model, {1: 2}):
+        assert torch.equal(numpy_keys, model(**batch).logits)
+
+
+@torch.no_grad()
+def test_non_pad_positions_at_head_points(batch: dict) -> None:
+    model = make_model("qwen3")
+    with ru.record(model, 2, "attn_heads") as plain:
+        model(**batch)
+    with ru.ablate_heads(model, {2: 0}, positions="non-pad"), ru.record(model, 2, "attn_heads") as ablated:
+        model(**batch)
+    real = batch["attention_mask"].bool()
+    assert torch.all(ablated[2][:, :, 0][real] == 0)  # head 0 is zero at every real position
+    assert torch.equal(ablated[2][:, :, 0][~real], plain[2][:, :, 0][~real])  # and untouched at padding
+    assert torch.equal(ablated[2][:, :, 1:], plain[2][:, :, 1:])
+    _, cache = ru.run_with_cache(model, batch, 2, "attn_heads")
+    with ru.patch(model, cache, positions="non-pad", heads=1):
+        model(**batch)
+
+
+@torch.no_grad()
+def test_int_positions_count_the_whole_sequence_during_generation(batch: dict) -> None:
+    model = make_model("llama")
+    vector = ru.ControlVector({1: torch.randn(32)})
+    prompt = {"input_ids": batch["input_ids"][:1], "attention_mask": torch.ones(1, 7, dtype=torch.long)}
+    with vector.apply(model, 3.0, positions=5), ru.record(model, 3, every_pass=True) as stepped:
+        generated = model.generate(**prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0)
+    with vector.apply(model, 3.0, positions=5), ru.record(model, 3) as whole:
+        model(input_ids=generated[:, :-1])
+    assert stepped[3].shape == whole[3].shape == (1, 9, 32)
+    assert torch.allclose(stepped[3], whole[3], atol=1e-5)  # the new tokens (positions 7, 8) are steered too
+
+
+def test_names_filter_takes_names_and_lists(batch: dict) -> None:
+    model = make_model("gpt2")
+    _, one = ru.run_with_cache(model, batch, None, "resid_post", names_filter="resid_post.2")
+    _, some = ru.run_with_cache(model, batch, None, "resid_post", names_filter=["resid_post.1", "resid_post.3"])
+    assert one.layers == [2] and some.layers == [1, 3]
+    with pytest.raises(ru.ConfigError, match="names_filter kept no hook"):
+        ru.run_with_cache(model, batch, None, "resid_post", names_filter=["resid_pre.1"])
+
+
+def test_refusals_found_by_an_outside_tester(batch: dict) -> None:
+    model = eager("llama")
+    clean = {"input_ids": batch["input_ids"][:1]}
+    corrupted = {"input_ids": batch["input_ids"][1:2].clamp(min=3)}
+    with pytest.raises(ru.ConfigError, match="attn_heads"):  # an explicit point is never ignored
+        ru.patching_sweep(model, clean, corrupted, lambda logits: logits[0, -1, 5], over="heads", point="resid_post")
+    with pytest.raises(ru.ConfigError, match="one number"):
+        ru.patching_sweep(model, clean, corrupted, lambda logits: logits[0, -1])
+    def zero_in_place(act: Tensor, ctx: ru.HookContext) -> None:
+        act.zero_()
+
+    with pytest.raises(ru.HookPointError, match="in place"):
+        with torch.no_grad(), ru.Intervention(model, 1, "attn_pattern", zero_in_place):
+            model(**batch)
+    with pytest.raises(ru.ShapeError, match="different batch sizes"):
+        with torch.no_grad(), ru.record(model, 1, every_pass=True):
+            model(**batch)
+            model(**clean)
+    with pytest.raises(ru.ShapeError, match="4 dimensions"):
+        ru.ActivationCache({0: torch.zeros(2, 3, 32)}, point="attn_heads")
+    with pytest.raises(ru.ShapeError, match="batch sizes"):
+        ru.ActivationCache({0: torch.zeros(2, 3, 32), 1: torch.zeros(1, 3, 32)})
+    with pytest.raises(ru.ShapeError, match="attention mask"):
+        ru.ActivationCache({0: torch.zeros(2, 3, 32)}, attention_mask=torch.ones(2, 4))
+    assert ru.active_hooks(model) == []

@@ -332,9 +332,11 @@ def test_rmu_targets_and_empty_shards_live_where_they_are_used(batch: dict) -> N
 
     model = meta_model()
     config = rmu.RMUConfig(layer=2, steering_coeff=(5.0,), alpha=(1.0,), reference_mode=True)
-    loss, h, _ = trainer._forget_loss(model, batch, 2, torch.ones(D_MODEL), config)  # the target starts on the CPU
+    replay = trainer._FrozenReplay(model, [], 2, 2)
+    loss, h, _ = trainer._forget_loss(model, batch, replay, torch.ones(D_MODEL), config)  # the target is on the CPU
     assert loss.device.type == "meta" and h.device.type == "meta"
-    zero, _, _ = trainer._forget_loss(model, {k: v[:0] for k, v in batch.items()}, 2, torch.ones(D_MODEL), config)
+    empty = {k: v[:0] for k, v in batch.items()}
+    zero, _, _ = trainer._forget_loss(model, empty, replay, torch.ones(D_MODEL), config)
     assert zero.device.type == "meta"
 
 

@@ -45,6 +45,14 @@ class RMUConfig:
     batch_size: int = field(default=4, metadata=_help("texts per forget batch and per retain batch"))
     max_batches: int = field(default=80, metadata=_help("at most this many steps per epoch"))
     epochs: int = field(default=1, metadata=_help("passes over the batches (the published loop has one)"))
+    epoch_cache_gb: float | None = field(
+        default=None,
+        metadata=_help(
+            "memory (GiB) for keeping, after the first epoch, each batch's input to the first updated layer and "
+            "the frozen h_ℓ, so later epochs run only the updated layers; 0 turns it off (default: a quarter of "
+            "the memory available on the model's device)"
+        ),
+    )
     max_length: int = field(
         default=512, metadata=_help("tokens per retain text, and per forget text unless --forget-max-length")
     )
@@ -76,6 +84,8 @@ class RMUConfig:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
         if self.min_len < 0:
             raise ConfigError(f"min_len must be >= 0, got {self.min_len}")
+        if self.epoch_cache_gb is not None and not (math.isfinite(self.epoch_cache_gb) and self.epoch_cache_gb >= 0):
+            raise ConfigError(f"epoch_cache_gb must be a finite number >= 0 (0: off), got {self.epoch_cache_gb}")
         if self.layer < 0:
             raise ConfigError(f"layer must be a non-negative layer index, got {self.layer}")
         for name in ("steering_coeff", "alpha"):

@@ -35,6 +35,7 @@ from .._vectors import ControlVector
 from ..data import pad_id, tokenize_batches
 from ..errors import ConfigError, DataError, TrainingError
 from .config import RMUConfig
+from .epoch_cache import EpochCache, available_bytes, no_dropout
 from .optim import make_optimizer
 from .targets import directions_from, published_directions, random_directions
 
@@ -53,6 +54,7 @@ class StepLog:
     step_seconds: float
     forget_norm: float  # mean per-token norm of the updated h_ℓ on the forget batch
     retain_norm: float
+    cached: bool = False  # both batches ran from the epoch cache (layers first..ℓ only)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -184,22 +186,28 @@ class _FrozenReplay:
         return capture_calls(self.model, range(self.first, self.layer + 1))
 
     def __call__(self, calls: Mapping[int, LayerCall], attention_mask: Tensor | None) -> Tensor:
-        hidden = calls[self.first].hidden_states
+        """The frozen model's h_ℓ (in eval mode, as the published loop's frozen copy is)."""
         modes = [(m, m.training) for layer in self.layers[self.first : self.layer + 1] for m in layer.modules()]
         try:
-            for module, _ in modes:  # the frozen model is in eval mode, as the published loop's copy is
+            for module, _ in modes:
                 module.training = False
-            with replaying(self.model, attention_mask):
-                for index in range(self.first, self.layer + 1):
-                    args, kwargs = calls[index].with_hidden_states(hidden)
-                    if index in self.frozen:
-                        out = functional_call(self.layers[index], self.frozen[index], args, kwargs)
-                    else:
-                        out = self.layers[index](*args, **kwargs)
-                    hidden = _unpack(out, f"decoder layer {index}")[0]
+            return self.run(calls, attention_mask, frozen=True)
         finally:
             for module, mode in modes:
                 module.training = mode
+
+    def run(self, calls: Mapping[int, LayerCall], attention_mask: Tensor | None, *, frozen: bool) -> Tensor:
+        """Layers first..ℓ from the first one's captured input: with the frozen copies of the selected
+        tensors (``frozen=True``), or with the live ones, as the updated pass computes them."""
+        hidden = calls[self.first].hidden_states
+        with replaying(self.model, attention_mask):
+            for index in range(self.first, self.layer + 1):
+                args, kwargs = calls[index].with_hidden_states(hidden)
+                if frozen and index in self.frozen:
+                    out = functional_call(self.layers[index], self.frozen[index], args, kwargs)
+                else:
+                    out = self.layers[index](*args, **kwargs)
+                hidden = _unpack(out, f"decoder layer {index}")[0]
         return hidden
 
 
@@ -249,6 +257,7 @@ def train(
     original = {name: p.detach().clone() for name, p in selected.items()}
     result = RMUResult(config, names, directions.clone(), coefficients, frozen_norms, original=original)
     replay = _FrozenReplay(model, names, first, layer)
+    cache = _epoch_cache(model, config)
     flags = {name: p.requires_grad for name, p in params.items()}
     was_training = model.training
     # c·u in the directions' dtype (float32, or the model's for the published draw), computed as published
@@ -270,11 +279,16 @@ def train(
             start = time.perf_counter()
             forget_batch, retain_batch = forget[topic][index], retain[topic][index]
             optimizer.zero_grad(set_to_none=True)
-            forget_loss, h_forget, forget_mask = _forget_loss(model, forget_batch, layer, targets[topic], config)
+            hits = cache.hits if cache is not None else 0
+            forget_loss, h_forget, forget_mask = _forget_loss(
+                model, forget_batch, replay, targets[topic], config, cache, ("forget", topic, index)
+            )
             _check_finite(forget_loss, step, "forget", _dtype(model))
             forget_loss.backward()  # frees the forget graph before the retain pass builds its own
 
-            retain_loss, h_retain, retain_mask = _retain_loss(model, retain_batch, replay, config, alphas[topic])
+            retain_loss, h_retain, retain_mask = _retain_loss(
+                model, retain_batch, replay, config, alphas[topic], cache, ("retain", topic, index)
+            )
             _check_finite(retain_loss, step, "retain", _dtype(model))
             retain_loss.backward()
             if size > 1:  # data parallel: every rank holds a shard of the global batch; sum the shards' gradients
@@ -295,6 +309,7 @@ def train(
                 step_seconds=time.perf_counter() - start,
                 forget_norm=float(mean_token_norm(h_forget, forget_mask)),
                 retain_norm=float(mean_token_norm(h_retain, retain_mask)),
+                cached=cache is not None and cache.hits == hits + 2,
             )
             result.history.append(log)
             bar.set_postfix(forget=f"{log.forget_loss:.3g}", retain=f"{log.retain_loss:.3g}")
@@ -303,7 +318,7 @@ def train(
         if steps:  # the last update is checked too: the loss it leads to, and the weights themselves
             topic, index = steps[-1]
             with torch.no_grad():
-                after, _, _ = _forget_loss(model, forget[topic][index], layer, targets[topic], config)
+                after, _, _ = _forget_loss(model, forget[topic][index], replay, targets[topic], config)
             after_value = all_reduce_sum(after.detach().clone())
             _check_finite(after_value, len(steps), "forget (after the last update)", _dtype(model))
             bad = [name for name, p in selected.items() if not bool(torch.isfinite(p).all())]
@@ -364,31 +379,84 @@ def _nothing(model: nn.Module) -> tuple[Tensor, Tensor, None]:
     return torch.zeros((), device=device, requires_grad=True), torch.zeros(0, 0, d_model(model), device=device), None
 
 
+def _epoch_cache(model: nn.Module, config: RMUConfig) -> EpochCache | None:
+    """The epoch cache, when epochs repeat, it has a budget, and passes are deterministic (no dropout)."""
+    if config.epochs < 2 or config.epoch_cache_gb == 0:
+        return None
+    if config.reference_mode and not no_dropout(model):  # trains in .train(): dropout would differ per epoch
+        return None
+    if config.epoch_cache_gb is not None:
+        return EpochCache(int(config.epoch_cache_gb * 2**30))
+    return EpochCache(available_bytes(input_device(model)) // 4)
+
+
+def _updated_h(
+    model: nn.Module,
+    inputs: Batch,
+    replay: _FrozenReplay,
+    cache: EpochCache | None,
+    key: tuple[str, int, int] | None,
+    *,
+    frozen_too: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The updated model's h_ℓ (with its graph) and, with ``frozen_too``, the frozen model's h_ℓ.
+
+    A batch kept by the epoch cache runs layers first..ℓ only, from what the cache kept; any other batch runs
+    the model up to ℓ (and the frozen replay), and is offered to the cache.
+    """
+    mask = inputs.get("attention_mask")
+    hit = cache.get(key) if cache is not None and key is not None else None
+    if hit is not None:
+        return replay.run(hit.calls, hit.mask, frozen=False), hit.frozen
+    keep = cache is not None and key is not None
+    if not (frozen_too or keep):
+        return collect(model, inputs, replay.layer, keep_graph=True)[replay.layer], None
+    handle, calls = replay.capturing()
+    with handle:
+        h = collect(model, inputs, replay.layer, keep_graph=True)[replay.layer]
+    frozen = None
+    if frozen_too:
+        with torch.no_grad():
+            frozen = replay(calls, mask)
+    if cache is not None and key is not None:
+        cache.offer(key, calls, replay.first, mask, frozen)
+    return h, frozen
+
+
 def _forget_loss(
-    model: nn.Module, batch: Batch, layer: int, target: Tensor, config: RMUConfig
+    model: nn.Module,
+    batch: Batch,
+    replay: _FrozenReplay,
+    target: Tensor,
+    config: RMUConfig,
+    cache: EpochCache | None = None,
+    key: tuple[str, int, int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """MSE of the updated h_ℓ to c·u over this rank's rows: ``(loss, h_ℓ, mask)``."""
     shard = _shard(model, batch, config)
     if shard is None:
         return _nothing(model)
-    h = collect(model, shard.inputs, layer, keep_graph=True)[layer]
+    h, _ = _updated_h(model, shard.inputs, replay, cache, key, frozen_too=False)
     pred = _loss_dtype(h, config)
     goal = target.to(device=h.device, dtype=pred.dtype)
     return masked_mse(pred, goal, shard.mask, denominator=shard.denominator), h, shard.mask
 
 
 def _retain_loss(
-    model: nn.Module, batch: Batch, replay: _FrozenReplay, config: RMUConfig, weight: float
+    model: nn.Module,
+    batch: Batch,
+    replay: _FrozenReplay,
+    config: RMUConfig,
+    weight: float,
+    cache: EpochCache | None = None,
+    key: tuple[str, int, int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """α · MSE of the updated h_ℓ to the frozen replay's over this rank's rows: ``(loss, h_ℓ, mask)``."""
     shard = _shard(model, batch, config)
     if shard is None:
         return _nothing(model)
-    handle, calls = replay.capturing()
-    with handle:
-        h = collect(model, shard.inputs, replay.layer, keep_graph=True)[replay.layer]
-    with torch.no_grad():
-        frozen = replay(calls, shard.inputs.get("attention_mask"))
+    h, frozen = _updated_h(model, shard.inputs, replay, cache, key, frozen_too=True)
+    assert frozen is not None
     pred = _loss_dtype(h, config)
     goal = frozen.to(device=h.device, dtype=pred.dtype)
     return masked_mse(pred, goal, shard.mask, denominator=shard.denominator) * weight, h, shard.mask
@@ -435,11 +503,17 @@ class TokenizedBatches(Sequence[dict[str, Tensor]]):
         self.side: Literal["left", "right"] = "left" if config.reference_mode else "right"
         eos = getattr(tokenizer, "eos_token_id", None)
         self.pad = eos if config.reference_mode and isinstance(eos, int) else pad_id(tokenizer)
+        self._done: dict[int, dict[str, Tensor]] = {}  # epochs revisit batches: tokenize each once
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:  # type: ignore[override]
+        if index not in self._done:
+            self._done[index] = self._tokenize(index)
+        return self._done[index]
+
+    def _tokenize(self, index: int) -> dict[str, Tensor]:
         texts = self.batches[index]
         encoded = tokenize_batches(
             self.tokenizer,
