@@ -15,7 +15,6 @@ from ._models import n_heads, resolve_layer
 from ._positions import Positions, check_positions, position_mask
 from .errors import ConfigError
 
-
 Index = int | numbers.Integral  # numpy integers count too
 
 
@@ -27,7 +26,7 @@ def head_mask(model: nn.Module, point: str, heads: Index | Iterable[Index]) -> T
     if isinstance(heads, numbers.Integral) or not isinstance(heads, Iterable):
         heads = [heads]  # type: ignore[list-item]
     chosen = list(heads)
-    bad = [h for h in chosen if isinstance(h, bool) or not isinstance(h, numbers.Integral) or not -n <= h < n]
+    bad = [h for h in chosen if isinstance(h, bool) or not isinstance(h, numbers.Integral) or not -n <= int(h) < n]
     if bad or not chosen:
         raise ConfigError(f"heads must be indices in {-n}..{n - 1} (this model has {n} heads), got {heads!r}")
     mask = torch.zeros(n, dtype=torch.bool)
@@ -55,7 +54,7 @@ def ablate_heads(
     masks: dict[int, Tensor] = {}
     for layer, chosen in heads.items():  # two keys naming one layer (-1 and n-1) both count
         plain = isinstance(layer, numbers.Integral) and not isinstance(layer, bool)
-        index = resolve_layer(model, int(layer) if plain else layer)
+        index = resolve_layer(model, int(layer) if plain else layer)  # type: ignore[arg-type]  # refuses a non-int
         masks[index] = masks.get(index, torch.zeros(n_heads(model), dtype=torch.bool)) | head_mask(
             model, "attn_heads", chosen
         )

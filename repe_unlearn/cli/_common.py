@@ -14,54 +14,18 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def load_model(
-    path: str, *, dtype: str | None = None, device: str | None = None, trust_remote_code: bool = False
+    path: str,
+    *,
+    dtype: str | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    first_layers: int | None = None,
 ) -> Any:
-    directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise ConfigError(
-            f"{path} is not a HuggingFace model directory (no config.json); this tool never downloads models"
-        )
-    import torch
-    from transformers import AutoModelForCausalLM
+    from .._loading import load_causal_lm
 
-    # safetensors weights only: a pickled pytorch_model.bin is never loaded
-    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code, "use_safetensors": True}
-    if dtype is not None:
-        kwargs["dtype"] = getattr(torch, dtype)
-    if device == "auto":
-        import importlib.util
-
-        if importlib.util.find_spec("accelerate") is None:
-            raise ConfigError("--device auto spreads the model with accelerate: pip install accelerate")
-        kwargs["device_map"] = "auto"
-    from safetensors import SafetensorError
-
-    if device not in (None, "auto"):
-        _check_device(device)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, SafetensorError) as exc:
-        # a truncated or random model.safetensors, a broken config.json, an unknown model_type, a mismatch
-        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
-        raise ConfigError(f"cannot load the model in {path}: {type(exc).__name__}: {detail}") from None
-    if device not in (None, "auto"):
-        model = model.to(device)
-    return model
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        where = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps, auto)") from None
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if where.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {device}: MPS is not available on this machine")
+    return load_causal_lm(
+        path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, first_layers=first_layers
+    )
 
 
 def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:

@@ -29,6 +29,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .._distributed import is_main
     from .._outputs import OutputDir, check_output_file
     from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
+    from ..rmu.artifacts import check_streamable
     from ..rmu.trainer import StepLog
 
     config = config_from_args(args, RMUConfig, PRESETS)
@@ -50,7 +51,16 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     retain_names = list(args.retain)
     if len(retain) == 1 and len(forget) > 1:
         retain, retain_names = retain * len(forget), retain_names * len(forget)
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    # the loss stops at layer ℓ: build layers 0..ℓ only, read from the checkpoint tensor by tensor
+    first_layers = None if args.full_model else config.layer + 1
+    model = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        first_layers=first_layers,
+    )
+    check_streamable(model, config, args.model)
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     directions = None
     if args.control_vectors:
@@ -104,6 +114,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             "retain": args.retain,
         },
         tokenizer_source=args.model,
+        base=args.model,
     )
     if partial is not None and log_path is not None:
         os.replace(partial, log_path)
@@ -122,19 +133,25 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
     """Rebuild an unlearned model from its base model and an rmu_delta.safetensors file."""
     from .._outputs import OutputDir
     from ..rmu import apply_delta
-    from ..rmu.artifacts import save_tokenizer
+    from ..rmu.artifacts import apply_delta_to_checkpoint, save_tokenizer
 
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
-    model = load_model(args.base, trust_remote_code=args.trust_remote_code)
-    names = apply_delta(model, args.delta)
     tokenizer = None
     try:
         tokenizer = load_tokenizer(args.base, trust_remote_code=args.trust_remote_code)
     except ConfigError:
         print(f"note: {args.base} has no tokenizer; writing the model only", file=sys.stderr)
+    names: list[str] = []
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        # a safetensors base is streamed with the delta's tensors swapped in; another is loaded and saved
+        streamed = apply_delta_to_checkpoint(args.base, args.delta, tmp)
+        if streamed is None:
+            model = load_model(args.base, trust_remote_code=args.trust_remote_code)
+            names.extend(apply_delta(model, args.delta))
+            model.save_pretrained(tmp)
+        else:
+            names.extend(streamed)
         if tokenizer is not None:
             save_tokenizer(tmp, tokenizer, args.base, trust_remote_code=args.trust_remote_code)
 
@@ -165,6 +182,12 @@ def add_unlearn_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]
     )
     unlearn.add_argument("--out", required=True, help="output directory (refused if it exists and is not empty)")
     unlearn.add_argument("--preset", choices=sorted(PRESETS), help="a named set of hyperparameters")
+    unlearn.add_argument(
+        "--full-model",
+        action="store_true",
+        help="load every layer and the LM head (default: layers 0..ℓ only, read tensor by tensor, and the output "
+        "streamed from the base checkpoint; needs safetensors weights named as transformers names them)",
+    )
     unlearn.add_argument(
         "--control-vectors",
         metavar="FILE",

@@ -2,7 +2,8 @@
 
 ``unlearn(model, tokenizer, forget, retain, config)`` edits the model in place and returns an
 :class:`RMUResult`; ``save_unlearned`` writes the model, the delta and the control vectors;
-``apply_delta`` rebuilds an unlearned model from its base.
+``apply_delta`` rebuilds an unlearned model from its base. ``unlearn_from_pretrained(path, forget, retain,
+config, out=...)`` goes from a model directory to an unlearned one holding only layers 0..ℓ in memory.
 """
 
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from .artifacts import apply_delta, base_fingerprint, load_delta, save_delta, save_unlearned
     from .config import PRESETS, RMUConfig, preset
     from .optim import LegacyAdamW
+    from .pretrained import unlearn_from_pretrained
     from .reference import published_corpus, reference_rmu
     from .targets import directions_from, load_directions, published_directions, random_directions, save_directions
     from .trainer import RMUResult, StepLog, make_batches, masked_mse, parameter_names, schedule, train, unlearn
@@ -27,6 +29,7 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
     "RMUConfig": ".config",
     "preset": ".config",
     "LegacyAdamW": ".optim",
+    "unlearn_from_pretrained": ".pretrained",
     "published_corpus": ".reference",
     "reference_rmu": ".reference",
     "published_directions": ".targets",
@@ -70,4 +73,5 @@ __all__ = [
     "schedule",
     "train",
     "unlearn",
+    "unlearn_from_pretrained",
 ]

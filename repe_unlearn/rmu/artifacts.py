@@ -1,4 +1,8 @@
-"""What RMU leaves on disk: the model (``save_pretrained``), the delta, the control vectors, the config.
+"""What RMU leaves on disk: the model, the delta, the control vectors, the config.
+
+The model directory is written by streaming the base checkpoint (when there is one in safetensors): every
+file keeps the base's layout and bytes but for the updated tensors, and memory holds one chunk or one tensor
+(:func:`repe_unlearn._checkpoint.write_patched`); ``save_pretrained`` writes it otherwise.
 
 The delta holds only the updated tensors plus a fingerprint of the base model's values of those tensors,
 so ``apply_delta`` can refuse a base it was not made from. Outputs are written to a temporary directory
@@ -9,6 +13,7 @@ leaves nothing half-written, and nothing this tool did not write is ever deleted
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checkpoint import Checkpoint, partial_layers, write_patched
 from .._io import load_tensors, save_tensors
 from .._outputs import OutputDir
 from .._tokenizer_files import copy_tokenizer_files, tokenization_differences
-from ..errors import FormatError
+from ..errors import ConfigError, FormatError
+from .config import RMUConfig
 from .targets import save_directions
 from .trainer import RMUResult
 
@@ -90,6 +97,104 @@ def apply_delta(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
     return sorted(tensors)
 
 
+def checkpoint_keys(base: str | os.PathLike[str], model: nn.Module, names: list[str]) -> dict[str, str] | None:
+    """The base checkpoint's names for the model's parameters ``names``; None when ``base`` is not a
+    safetensors checkpoint that holds them all (the output is then written with ``save_pretrained``)."""
+    try:
+        checkpoint = Checkpoint(base)
+    except FormatError:
+        return None
+    prefix = str(getattr(model, "base_model_prefix", "") or "")
+    keys = {name: checkpoint.key(name, (prefix,)) for name in names}
+    if any(key is None for key in keys.values()):
+        return None
+    return {name: key for name, key in keys.items() if key is not None}
+
+
+def check_streamable(model: nn.Module, config: RMUConfig, base: str | os.PathLike[str]) -> None:
+    """Before any compute: a model loaded with its first layers only must be writable by streaming its base."""
+    from .trainer import parameter_names
+
+    if partial_layers(model) is None:
+        return
+    names = parameter_names(model, config)
+    if checkpoint_keys(base, model, names) is None:
+        raise ConfigError(
+            f"{base} does not name the updated tensors ({names[0]} ...) as this model does, so the output cannot be "
+            "streamed from it; load the full model (CLI: --full-model), which is written with save_pretrained"
+        )
+
+
+def _stored_dtype_loses(tensors: Mapping[str, Tensor], checkpoint: Checkpoint, keys: Mapping[str, str]) -> list[str]:
+    """The tensors whose values change when cast to the dtype the base checkpoint stores them in."""
+    from .._checkpoint import _DTYPES
+
+    lossy = []
+    for name, t in tensors.items():
+        stored = _DTYPES.get(checkpoint.locations[keys[name]].dtype)
+        if stored is not None and stored != t.dtype and not torch.equal(t.detach().to(stored).to(t.dtype), t.detach()):
+            lossy.append(f"{name} ({str(t.dtype).removeprefix('torch.')} -> {str(stored).removeprefix('torch.')})")
+    return lossy
+
+
+def write_model(tmp: Path, model: nn.Module, names: list[str], base: str | os.PathLike[str] | None) -> str:
+    """Write the model's weights (and config) into ``tmp``; returns how: ``"streamed"`` or ``"save_pretrained"``."""
+    keys = checkpoint_keys(base, model, names) if base is not None else None
+    if keys is None:
+        partial = partial_layers(model)
+        if partial is not None:
+            raise ConfigError(
+                f"this model holds decoder layers 0..{partial[0] - 1} of {partial[1]} only; it is written by streaming "
+                f"its base checkpoint, and {base} is not a safetensors checkpoint holding {names[0]}"
+            )
+        model.save_pretrained(tmp)  # type: ignore[operator]
+        return "save_pretrained"
+    checkpoint = Checkpoint(base)  # type: ignore[arg-type]
+    params = dict(model.named_parameters())
+    tensors = {name: params[name] for name in names}
+    lossy = _stored_dtype_loses(tensors, checkpoint, keys)
+    if lossy:
+        warnings.warn(
+            f"the base checkpoint stores {', '.join(lossy)} in a narrower dtype than they were trained in; the model "
+            "directory holds them rounded, rmu_delta.safetensors as trained",
+            stacklevel=3,
+        )
+    write_patched(checkpoint, tmp, {keys[name]: t for name, t in tensors.items()})
+    return "streamed"
+
+
+def apply_delta_to_checkpoint(
+    base: str | os.PathLike[str], path: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> list[str] | None:
+    """Write into ``out`` the base checkpoint with a delta's tensors swapped in, by streaming (no model is
+    loaded), after checking the delta was made from this base. None when ``base`` is not a safetensors
+    checkpoint holding the delta's tensors (load the model and use :func:`apply_delta` then)."""
+    tensors, meta = load_delta(path)
+    try:
+        checkpoint = Checkpoint(base)
+    except FormatError:
+        return None
+    # a checkpoint of the bare base model names its tensors without the base_model_prefix of the LM
+    keys = {name: checkpoint.key(name, ("model", "transformer", "gpt_neox")) for name in tensors}
+    if any(key is None for key in keys.values()):
+        return None
+    found = {name: checkpoint.read(key) for name, key in keys.items() if key is not None}
+    wrong = [
+        f"{n} {tuple(t.shape)} vs {tuple(found[n].shape)}" for n, t in tensors.items() if t.shape != found[n].shape
+    ]
+    if wrong:
+        raise FormatError(f"{path}: tensor shapes differ from the base model's ({'; '.join(wrong)})")
+    # the delta fingerprints the base's values as the run loaded them: as stored, or cast (--dtype)
+    stored = base_fingerprint(found)
+    cast = base_fingerprint({n: t.to(tensors[n].dtype) for n, t in found.items()})
+    if meta["base_fingerprint"] not in (stored, cast):
+        raise FormatError(
+            f"{path} was made from another base model: the fingerprint of {sorted(tensors)} does not match"
+        )
+    write_patched(checkpoint, out, {key: tensors[name] for name, key in keys.items() if key is not None})
+    return sorted(tensors)
+
+
 def _summary(result: RMUResult, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     last = result.history[-1].to_dict() if result.history else None
     return {
@@ -141,20 +246,28 @@ def save_unlearned(
     overwrite: bool = False,
     extra: Mapping[str, Any] | None = None,
     tokenizer_source: str | os.PathLike[str] | None = None,
+    base: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the unlearned model directory: model + tokenizer, ``rmu_delta.safetensors``,
     ``control_vectors.safetensors`` (the ``--control-vectors`` format) and ``rmu_config.json``.
 
+    With ``base`` (the base model's directory, safetensors), the weights are streamed from it with the updated
+    tensors swapped in: same shards, same index, same config, and memory bounded by one chunk or one tensor;
+    a model loaded with its first layers only is written this way. Otherwise ``save_pretrained`` writes them.
     ``tokenizer_source`` (the base model's directory) supplies the tokenizer files, copied byte for byte;
     see :func:`save_tokenizer`."""
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)  # type: ignore[operator]
+        how = write_model(tmp, model, result.parameter_names, base)
         if tokenizer is not None:
             save_tokenizer(tmp, tokenizer, tokenizer_source)
         save_delta(tmp / "rmu_delta.safetensors", model, result)
         save_directions(tmp / "control_vectors.safetensors", result.directions)
-        (tmp / "rmu_config.json").write_text(json.dumps(_summary(result, extra), indent=2) + "\n")
+        summary = {**_summary(result, extra), "weights_written": how}
+        partial = partial_layers(model)
+        if partial is not None:
+            summary["layers_loaded"] = f"0..{partial[0] - 1} of {partial[1]}"
+        (tmp / "rmu_config.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     target = out if isinstance(out, OutputDir) else OutputDir(out, overwrite=overwrite)
     return target.write(fill)

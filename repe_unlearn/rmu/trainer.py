@@ -165,7 +165,9 @@ class _FrozenReplay:
     replay runs inside the pass's attention mask.
     """
 
-    def __init__(self, model: nn.Module, names: list[str], first: int, layer: int) -> None:
+    def __init__(
+        self, model: nn.Module, names: list[str], first: int, layer: int, frozen: Mapping[str, Tensor] | None = None
+    ) -> None:
         self.model = model
         self.layers = decoder_layers(model)
         self.first, self.layer = first, layer
@@ -179,7 +181,9 @@ class _FrozenReplay:
             index = int(index_str)
             if not first <= index <= layer:
                 raise ConfigError(f"{name} lies in layer {index}, outside the updated range {first}..{layer}")
-            self.frozen.setdefault(index, {})[local] = params[name].detach().clone()
+            # the frozen copies: given (the run's own copies of the original values), or cloned here
+            copy = frozen[name] if frozen is not None else params[name].detach().clone()
+            self.frozen.setdefault(index, {})[local] = copy
 
     def capturing(self) -> tuple[HookHandle, dict[int, LayerCall]]:
         """A handle to hold around the updated pass, and the calls it fills in."""
@@ -256,7 +260,7 @@ def train(
 
     original = {name: p.detach().clone() for name, p in selected.items()}
     result = RMUResult(config, names, directions.clone(), coefficients, frozen_norms, original=original)
-    replay = _FrozenReplay(model, names, first, layer)
+    replay = _FrozenReplay(model, names, first, layer, frozen=original)  # one copy serves both
     cache = _epoch_cache(model, config)
     flags = {name: p.requires_grad for name, p in params.items()}
     was_training = model.training
