@@ -19,7 +19,7 @@ from .evaluation import evaluate_mcq, perplexity
 from .plots import accuracy_bars, loss_curves, norm_curves, relearning_curve
 from .rmu import preset, unlearn
 from .rmu.artifacts import save_unlearned
-from .toy import SHIPPED_WORLD, load_shipped_model
+from .toy import SHIPPED_MODEL, SHIPPED_WORLD, load_shipped_model
 
 CHANCE = 0.25  # four choices per question
 
@@ -140,7 +140,7 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         write_report(diagnostics, tmp / "diagnostics")
         (tmp / "report.md").write_text(_report(demo, reading(diagnostics)))
-        save_unlearned(tmp / "model", model, tokenizer, result)
+        save_unlearned(tmp / "model", model, tokenizer, result, base=SHIPPED_MODEL, tokenizer_source=SHIPPED_MODEL)
 
     target.write(fill)
     return demo
