@@ -58,6 +58,11 @@ class TensorLocation:
     end: int
 
 
+def has_safetensors(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds safetensors weights (one file or an index of shards)."""
+    return (Path(directory) / SINGLE).is_file() or (Path(directory) / INDEX).is_file()
+
+
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
     """A safetensors file's JSON header and the offset where its data begins."""
     try:
@@ -82,14 +87,16 @@ class Checkpoint:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         index = self.directory / INDEX
-        if index.is_file():
+        self.index: Path | None = None
+        if (self.directory / SINGLE).is_file():  # what transformers loads when both are there
+            weight_map, names = None, [SINGLE]
+        elif index.is_file():
+            self.index = index
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
                 raise FormatError(f"{index} is not a safetensors index (no weight_map)") from None
             names = sorted(set(weight_map.values()))
-        elif (self.directory / SINGLE).is_file():
-            weight_map, names = None, [SINGLE]
         else:
             raise FormatError(f"{self.directory} has no {SINGLE} or {INDEX}; only safetensors checkpoints stream")
         self.files = [self.directory / name for name in names]
@@ -98,6 +105,7 @@ class Checkpoint:
             if path.parent != self.directory or not path.is_file():
                 raise FormatError(f"{index} names {path.name}, which is not a file in {self.directory}")
             header, data = read_header(path)
+            size = path.stat().st_size
             for name, entry in header.items():
                 if name == "__metadata__":
                     continue
@@ -106,6 +114,8 @@ class Checkpoint:
                     location = TensorLocation(path, entry["dtype"], tuple(entry["shape"]), data + begin, data + end)
                 except (KeyError, TypeError, ValueError):
                     raise FormatError(f"{path}: the header entry of {name} is damaged") from None
+                if not data <= location.start <= location.end <= size:
+                    raise FormatError(f"{path} is damaged: {name} lies beyond the end of the file (truncated?)")
                 self.locations[name] = location
         if weight_map is not None:
             wrong = [n for n, f in weight_map.items() if n not in self.locations or self.locations[n].file.name != f]
@@ -172,7 +182,7 @@ def write_patched(checkpoint: Checkpoint, out: str | os.PathLike[str], replace: 
                     dst.seek(location.start)
                     dst.write(_raw_bytes(replace[name], location, name))
         written.append(path.name)
-    for name in (INDEX, *COPIED):
+    for name in (*([INDEX] if checkpoint.index is not None else []), *COPIED):
         if (checkpoint.directory / name).is_file():
             shutil.copyfile(checkpoint.directory / name, out / name)
             written.append(name)
@@ -282,6 +292,7 @@ __all__ = [
     "Checkpoint",
     "NotLoaded",
     "TensorLocation",
+    "has_safetensors",
     "layer_count",
     "load_first_layers",
     "partial_layers",

@@ -24,6 +24,22 @@ def _read_corpora(paths: Sequence[str], text_field: str, raw: Sequence[str] = ()
     return corpora
 
 
+def _our_step_log(path: str) -> bool:
+    """Whether ``path`` is a step log this tool wrote (a regular file of JSON lines with a "step"), so that
+    --overwrite may replace it; anything else is the user's and is never replaced."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                record = json.loads(line)
+                if not isinstance(record, dict) or "step" not in record:
+                    return False
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     """Unlearn with RMU: misdirect layer ℓ on forget corpora, preserve it on retain corpora."""
     from .._distributed import is_main
@@ -39,8 +55,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs)  # every output checked before any compute
     out.check_file(args.log_jsonl, "--log-jsonl")
     check_output_file(args.log_jsonl, "--log-jsonl", overwrite=args.overwrite, inputs=inputs)
-    if args.log_jsonl and os.path.lexists(args.log_jsonl + ".partial"):
-        raise FileExistsError(f"{args.log_jsonl}.partial exists (the step log is written there first); move it")
+    partial_path = args.log_jsonl + ".partial" if args.log_jsonl else None
+    if partial_path and os.path.lexists(partial_path) and not (args.overwrite and _our_step_log(partial_path)):
+        raise FileExistsError(
+            f"{partial_path} exists (a failed run's step log: the log is written there first); move it"
+            + (", or pass --overwrite to replace it" if _our_step_log(partial_path) else "")
+        )
     log_path = Path(args.log_jsonl) if args.log_jsonl else None
     raw = list(args.raw_lines or [])
     unknown = [path for path in raw if path not in [*args.forget, *args.retain]]
@@ -94,6 +114,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         if log_file is not None:
             log_file.close()
             Path(log_file.name).unlink(missing_ok=True)
+        raise
+    except BaseException:  # a failed run keeps its partial log when it says something (the steps it made)
+        if log_file is not None:
+            log_file.close()
+            if Path(log_file.name).stat().st_size == 0:
+                Path(log_file.name).unlink(missing_ok=True)
         raise
     finally:
         if log_file is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checkpoint import Checkpoint, partial_layers, write_patched
+from .._checkpoint import Checkpoint, has_safetensors, partial_layers, write_patched
 from .._io import load_tensors, save_tensors
 from .._outputs import OutputDir
 from .._tokenizer_files import copy_tokenizer_files, tokenization_differences
@@ -100,10 +100,9 @@ def apply_delta(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
 def checkpoint_keys(base: str | os.PathLike[str], model: nn.Module, names: list[str]) -> dict[str, str] | None:
     """The base checkpoint's names for the model's parameters ``names``; None when ``base`` is not a
     safetensors checkpoint that holds them all (the output is then written with ``save_pretrained``)."""
-    try:
-        checkpoint = Checkpoint(base)
-    except FormatError:
+    if not has_safetensors(base):
         return None
+    checkpoint = Checkpoint(base)  # a damaged checkpoint is refused, never written around
     prefix = str(getattr(model, "base_model_prefix", "") or "")
     keys = {name: checkpoint.key(name, (prefix,)) for name in names}
     if any(key is None for key in keys.values()):
@@ -170,10 +169,9 @@ def apply_delta_to_checkpoint(
     loaded), after checking the delta was made from this base. None when ``base`` is not a safetensors
     checkpoint holding the delta's tensors (load the model and use :func:`apply_delta` then)."""
     tensors, meta = load_delta(path)
-    try:
-        checkpoint = Checkpoint(base)
-    except FormatError:
+    if not has_safetensors(base):
         return None
+    checkpoint = Checkpoint(base)
     # a checkpoint of the bare base model names its tensors without the base_model_prefix of the LM
     keys = {name: checkpoint.key(name, ("model", "transformer", "gpt_neox")) for name in tensors}
     if any(key is None for key in keys.values()):

@@ -16,6 +16,7 @@ non-pad positions only; ``reference_mode`` averages over every position, padding
 
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -245,6 +246,14 @@ def train(
     if directions.shape != (n_topics, width):
         raise ConfigError(f"directions have shape {tuple(directions.shape)}; expected ({n_topics}, {width})")
     alphas = config.per_topic("alpha", n_topics)
+    if any(p.dtype == torch.float16 for p in selected.values()):
+        warnings.warn(
+            "training float16 tensors: AdamW keeps its moments in float16 too, where small squared gradients "
+            "underflow and steps blow up; load the model in bfloat16 or float32 (--dtype)",
+            stacklevel=3,
+        )
+    if config.reference_mode:  # the published script seeds the global generators (dropout draws from them)
+        torch.manual_seed(config.seed)
     steps = schedule(n_topics, [len(b) for b in [*forget, *retain]], config.max_batches, config.epochs)
 
     frozen_norms = []
@@ -567,6 +576,12 @@ def unlearn(
         coefficients c_t, the loss history and the original tensors.
     """
     config = config or RMUConfig()
+    for what, corpora in (("forget", forget), ("retain", retain)):
+        if isinstance(corpora, str) or any(isinstance(c, str) or not isinstance(c, Sequence) for c in corpora):
+            raise ConfigError(
+                f"{what} must be a list of corpora, each a list of documents: [[doc, doc, ...]], not a list of "
+                "documents (which would make every document, or every character, a corpus of its own)"
+            )
     if len(forget) != len(retain):
         raise ConfigError(f"need one retain corpus per forget corpus, got {len(forget)} and {len(retain)}")
     f_names = forget_names or [f"forget corpus {i}" for i in range(len(forget))]

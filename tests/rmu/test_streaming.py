@@ -11,7 +11,7 @@ from conftest import ARCHS, FORGET, N_LAYERS, RETAIN, make_model
 
 import repe_unlearn as ru
 from repe_unlearn import rmu
-from repe_unlearn._checkpoint import Checkpoint, NotLoaded, load_first_layers, write_patched
+from repe_unlearn._checkpoint import INDEX, Checkpoint, NotLoaded, load_first_layers, write_patched
 from repe_unlearn.cli import main
 from repe_unlearn.rmu.artifacts import write_model
 
@@ -206,3 +206,52 @@ def test_bf16_checkpoints_stream_and_a_wider_run_warns(tmp_path: Path, tokenizer
         )
     stored = Checkpoint(tmp_path / "b").read("model.layers.2.mlp.down_proj.weight")
     assert stored.dtype == torch.bfloat16  # the model directory keeps the checkpoint's dtype
+
+
+# -- found by an outside tester ----------------------------------------------------------------------------------
+def test_a_single_file_beside_shards_is_what_is_read_and_written(workdir: Path) -> None:
+    """transformers loads model.safetensors when both it and an index are there: streaming must use it too."""
+    make_model("gpt_neox", seed=1).save_pretrained(workdir / "single")
+    (workdir / "base" / "model.safetensors").write_bytes((workdir / "single" / "model.safetensors").read_bytes())
+    assert unlearn(workdir, "out") == 0
+    assert (workdir / "out" / "model.safetensors").is_file() and not (workdir / "out" / INDEX).exists()
+    written = Checkpoint(workdir / "out")
+    single = Checkpoint(workdir / "single")
+    untouched = "gpt_neox.layers.3.mlp.dense_4h_to_h.weight"
+    assert torch.equal(written.read(untouched), single.read(untouched))
+
+
+def test_a_truncated_shard_is_refused(workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert unlearn(workdir, "out") == 0
+    shards = sorted((workdir / "base").glob("model-*.safetensors"))
+    with shards[-1].open("r+b") as f:
+        f.truncate(shards[-1].stat().st_size - 100)
+    delta = str(workdir / "out" / "rmu_delta.safetensors")
+    assert main(["apply-delta", "--delta", delta, "--base", str(workdir / "base"), "--out", str(tmp_path / "x")]) == 2
+    assert "truncated" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_flat_lists_of_documents_are_refused(tokenizer: object) -> None:
+    with pytest.raises(ru.ConfigError, match="list of corpora"):
+        rmu.unlearn(make_model("llama"), tokenizer, FORGET, [RETAIN], CONFIG, progress=False)  # type: ignore[arg-type]
+
+
+def test_float16_training_warns(tokenizer: object) -> None:
+    with pytest.warns(UserWarning, match="float16"):
+        config = dataclasses.replace(CONFIG, max_batches=1)
+        rmu.unlearn(make_model("llama").half(), tokenizer, [FORGET], [RETAIN], config, progress=False)
+
+
+def test_reference_mode_with_dropout_is_reproducible(tokenizer: object) -> None:
+    runs = [run_toyish(make_model("gpt2"), tokenizer, reference_mode=True)[0] for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_a_failed_run_leaves_no_empty_step_log(workdir: Path) -> None:
+    log = workdir / "log.jsonl"
+    assert unlearn(workdir, "out", "--steering-coeff", "1,2", "--log-jsonl", str(log)) == 2  # one forget corpus
+    assert not Path(str(log) + ".partial").exists()
+    Path(str(log) + ".partial").write_text('{"step": 0, "forget_loss": 1.0}\n')  # a failed run's own log
+    assert unlearn(workdir, "out", "--log-jsonl", str(log)) == 2  # kept unless --overwrite
+    assert unlearn(workdir, "out", "--log-jsonl", str(log), "--overwrite") == 0
+    assert log.is_file() and not Path(str(log) + ".partial").exists()
