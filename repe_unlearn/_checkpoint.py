@@ -244,6 +244,17 @@ def truncated_config(config: Any, keep: int) -> Any:
     return config
 
 
+def check_loaded(info: Mapping[str, Any], directory: str | os.PathLike[str]) -> None:
+    """Refuse a load that left parameters without values (a config declaring more layers than the checkpoint
+    holds, a truncated index): transformers would give them random values and only log it."""
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise FormatError(
+            f"the checkpoint in {directory} holds no values for {len(missing)} parameters the config declares "
+            f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); is its config.json the weights' own?"
+        )
+
+
 def load_first_layers(
     directory: str | os.PathLike[str], keep: int, **from_pretrained: Any
 ) -> nn.Module | None:
@@ -262,9 +273,15 @@ def load_first_layers(
         return None
     short = truncated_config(config, keep)
     with _quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, config=short, local_files_only=True, use_safetensors=True, **from_pretrained
+        model, info = AutoModelForCausalLM.from_pretrained(
+            directory,
+            config=short,
+            local_files_only=True,
+            use_safetensors=True,
+            output_loading_info=True,
+            **from_pretrained,
         )
+    check_loaded(info, directory)
     head = model.get_output_embeddings()
     for name, child in model.named_children():
         if child is head:
@@ -292,6 +309,7 @@ __all__ = [
     "Checkpoint",
     "NotLoaded",
     "TensorLocation",
+    "check_loaded",
     "has_safetensors",
     "layer_count",
     "load_first_layers",

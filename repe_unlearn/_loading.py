@@ -52,7 +52,7 @@ def load_causal_lm(
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    from ._checkpoint import load_first_layers
+    from ._checkpoint import check_loaded, load_first_layers
 
     # safetensors weights only: a pickled pytorch_model.bin is never loaded
     kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code, "use_safetensors": True}
@@ -72,7 +72,8 @@ def load_causal_lm(
             partial = {k: v for k, v in kwargs.items() if k not in ("local_files_only", "use_safetensors")}
             model = load_first_layers(directory, first_layers, **partial)
         if model is None:
-            model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+            model, info = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True, **kwargs)
+            check_loaded(info, path)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, SafetensorError) as exc:
         # a truncated or random model.safetensors, a broken config.json, an unknown model_type, a mismatch
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]

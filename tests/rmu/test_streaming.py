@@ -255,3 +255,15 @@ def test_a_failed_run_leaves_no_empty_step_log(workdir: Path) -> None:
     assert unlearn(workdir, "out", "--log-jsonl", str(log)) == 2  # kept unless --overwrite
     assert unlearn(workdir, "out", "--log-jsonl", str(log), "--overwrite") == 0
     assert log.is_file() and not Path(str(log) + ".partial").exists()
+
+
+def test_a_config_declaring_more_layers_than_the_weights_is_refused(tmp_path: Path) -> None:
+    base = saved(tmp_path, "llama")
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "num_hidden_layers": N_LAYERS + 2}))
+    from repe_unlearn._loading import load_causal_lm
+
+    for first_layers in (N_LAYERS + 1, None):  # layers the weights lack: in the partial load and the full one
+        with pytest.raises(ru.ConfigError, match="holds no values"):
+            load_causal_lm(str(base), first_layers=first_layers)
+    assert load_causal_lm(str(base), first_layers=2) is not None  # the first two layers are all there
