@@ -1,12 +1,26 @@
-"""Attacks on unlearned models: relearning, direction ablation, adversarial suffixes (does the knowledge return?).
+"""Attacks on unlearned models: relearning, direction ablation, adversarial suffixes, quantization (does the
+knowledge return?).
 
 Each takes an ``evaluate`` callable (or returns what to evaluate with), so the CLI and the demo decide how to
 score: the attacks never import the evaluator.
 """
 
 from .ablate import ablate, mean_difference
+from .quantize import quantize, quantize_weight, quantized
 from .relearn import relearn
 from .result import AttackResult, CurvePoint
 from .suffix import Suffix, gcg_suffix, with_suffix
 
-__all__ = ["AttackResult", "CurvePoint", "Suffix", "ablate", "gcg_suffix", "mean_difference", "relearn", "with_suffix"]
+__all__ = [
+    "AttackResult",
+    "CurvePoint",
+    "Suffix",
+    "ablate",
+    "gcg_suffix",
+    "mean_difference",
+    "quantize",
+    "quantize_weight",
+    "quantized",
+    "relearn",
+    "with_suffix",
+]

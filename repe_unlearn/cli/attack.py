@@ -1,4 +1,4 @@
-"""``repe-unlearn attack relearn|ablate|suffix``: does unlearned knowledge come back? The model on disk is
+"""``repe-unlearn attack relearn|ablate|suffix|quantize``: does unlearned knowledge come back? The model on disk is
 never modified: attacks run on the copy in memory."""
 
 import argparse
@@ -167,6 +167,36 @@ def cmd_suffix(args: argparse.Namespace) -> int:
     return _finish(args, result)
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Round the model's decoder weights to int8/int4 (round-to-nearest, per channel or group-wise), evaluate."""
+    from ..attacks import quantize
+
+    _check_outputs(args)
+    settings = []
+    for spec in args.setting or ["8:per-channel", "4:per-channel", "4:group"]:
+        bits, _, scheme = spec.partition(":")
+        if bits not in ("8", "4", "3", "2") or scheme not in ("per-channel", "group"):
+            raise ConfigError(
+                f"--setting {spec!r}: give BITS:SCHEME, BITS one of 8, 4, 3, 2, SCHEME per-channel or group"
+            )
+        settings.append((int(bits), scheme))
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
+    results = quantize(model, evaluate=_evaluator(args, model, tokenizer), settings=tuple(settings), group=args.group)  # type: ignore[arg-type]
+    names = list(results[0].before)
+    print(f"{'':<28}" + "".join(f"{n[:14]:>16}" for n in names))
+    print(f"{'as saved':<28}" + "".join(f"{results[0].before[n]:16.3f}" for n in names))
+    for result in results:
+        print(f"{result.attack:<28}" + "".join(f"{result.after[n]:16.3f}" for n in names))
+    if args.json:
+        from .._outputs import write_text_atomically
+
+        record = {"model": args.model, "attacks": [r.to_dict() for r in results]}
+        write_text_atomically(args.json, json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the unlearned model directory (never modified)")
     parser.add_argument(
@@ -186,9 +216,11 @@ def _eval_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``attack relearn``, ``attack ablate`` and ``attack suffix``."""
+    """Register ``attack relearn``, ``attack ablate``, ``attack suffix`` and ``attack quantize``."""
     attack = sub.add_parser(
-        "attack", help="relearning, direction-ablation and adversarial-suffix attacks", description=__doc__
+        "attack",
+        help="relearning, direction-ablation, adversarial-suffix and quantization attacks",
+        description=__doc__,
     )
     kinds = attack.add_subparsers(dest="attack", metavar="ATTACK", required=True)
 
@@ -238,3 +270,19 @@ def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--top-k", type=positive_int, default=32, help="substitutions considered per position (default: 32)")
     p.add_argument("--candidates", type=positive_int, default=32, help="candidates scored per step (default: 32)")
     p.set_defaults(func=cmd_suffix)
+
+    p = kinds.add_parser("quantize", help=cmd_quantize.__doc__, description=cmd_quantize.__doc__)
+    _eval_flags(p)
+    p.add_argument(
+        "--setting",
+        action="append",
+        metavar="BITS:SCHEME",
+        help="e.g. 4:group or 8:per-channel; repeatable (default: 8:per-channel, 4:per-channel, 4:group)",
+    )
+    p.add_argument(
+        "--group",
+        type=positive_int,
+        default=128,
+        help="input columns per scale in group-wise settings (or the largest divisor of the width below; default: 128)",
+    )
+    p.set_defaults(func=cmd_quantize)

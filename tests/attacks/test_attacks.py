@@ -131,3 +131,18 @@ def test_attack_cli_bad_input(tmp_path: Path, tokenizer: object, capsys: pytest.
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before  # the model on disk is untouched
     out = json.loads((tmp_path / "r.json").read_text())
     assert set(out) >= {"before", "after", "curve", "attack"} and out["attack"] == "relearn"
+
+
+def test_lora_relearning_trains_adapters_only(tokenizer: object) -> None:
+    pytest.importorskip("peft")
+    model = make_model("llama")
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before = lm_loss(model, tokenizer, FORGET[:8])
+    result = relearn(
+        model, tokenizer, FORGET[:8], steps=12, evaluate=dict, lr=1e-2, batch_size=4, lora_rank=4, progress=False
+    )
+    assert result.details["trained"] == "lora"
+    assert lm_loss(model, tokenizer, FORGET[:8]) < 0.95 * before  # the adapters learned (4.59 -> 4.13)
+    weights = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in model.named_parameters()}
+    assert all(torch.equal(weights[n], value) for n, value in base.items())  # every original weight untouched
+    assert any("lora_" in n for n, _ in model.named_parameters())
