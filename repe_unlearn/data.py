@@ -249,6 +249,7 @@ class MCQItem:
     question: str
     choices: tuple[str, ...]
     answer: int
+    entity: str | None = None  # what the question is about (the toy world's files say), to keep attacks honest
 
 
 def _item(row: Any, where: str) -> MCQItem:
@@ -266,7 +267,8 @@ def _item(row: Any, where: str) -> MCQItem:
         raise DataError(f"{where}: 'answer' must be an index 0..{len(choices) - 1} into choices, got {answer!r}")
     if len(choices) > len(LETTERS):
         raise DataError(f"{where}: {len(choices)} choices; at most {len(LETTERS)} are supported")
-    return MCQItem(question, tuple(choices), answer)
+    entity = row.get("entity")
+    return MCQItem(question, tuple(choices), answer, entity if isinstance(entity, str) and entity else None)
 
 
 def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:

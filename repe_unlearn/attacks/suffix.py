@@ -42,7 +42,7 @@ def _parts(item: MCQItem, format: str) -> tuple[str, str, str]:
 
 def with_suffix(items: Sequence[MCQItem], text: str) -> list[MCQItem]:
     """The items with ``text`` appended to each question (what the evaluation sees)."""
-    return [MCQItem(item.question.rstrip() + text, item.choices, item.answer) for item in items]
+    return [MCQItem(item.question.rstrip() + text, item.choices, item.answer, item.entity) for item in items]
 
 
 def _allowed(tokenizer: Any) -> Tensor:

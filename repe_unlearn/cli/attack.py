@@ -1,5 +1,5 @@
-"""``repe-unlearn attack relearn|ablate|suffix|quantize``: does unlearned knowledge come back? The model on disk is
-never modified: attacks run on the copy in memory."""
+"""``repe-unlearn attack relearn|ablate|suffix|quantize|few-shot``: does unlearned knowledge come back? The
+model on disk is never modified: attacks run on the copy in memory."""
 
 import argparse
 import json
@@ -197,6 +197,42 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_few_shot(args: argparse.Namespace) -> int:
+    """Put k solved questions about other entities before each question, for each k; evaluate."""
+    from ..attacks import few_shot
+    from ..data import read_mcq
+    from ..evaluation import evaluate_mcq
+
+    _check_outputs(args)
+    for eval_path in args.eval_mcq:
+        distinct_inputs(("--shots-mcq and --eval-mcq", args.shots_mcq, eval_path))
+    shots = read_mcq(args.shots_mcq)
+    item_sets = mcq_sets(args.eval_mcq)
+    ks = [int(k) for k in args.k.split(",") if k.strip()] if args.k else [1, 3, 5]
+    if not ks or any(k < 1 for k in ks):
+        raise ConfigError(f"--k takes positive integers separated by commas, got {args.k!r}")
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
+    results = []
+    for name, items in item_sets.items():
+
+        def evaluate(chosen: list[Any], name: str = name) -> dict[str, float]:
+            kwargs = {"format": args.format, "subject": args.subject, "batch_size": args.batch_size, "name": name}
+            return {name: evaluate_mcq(model, tokenizer, chosen, **kwargs).accuracy}
+
+        results += few_shot(items, shots, evaluate=evaluate, format=args.format, ks=ks, seed=args.seed)
+    for result in results:
+        for name in result.before:
+            print(f"{result.attack:<14}{name:<28}{result.before[name]:8.3f}{result.after[name]:8.3f}")
+    if args.json:
+        from .._outputs import write_text_atomically
+
+        record = {"model": args.model, "attacks": [r.to_dict() for r in results]}
+        write_text_atomically(args.json, json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the unlearned model directory (never modified)")
     parser.add_argument(
@@ -286,3 +322,14 @@ def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="input columns per scale in group-wise settings (or the largest divisor of the width below; default: 128)",
     )
     p.set_defaults(func=cmd_quantize)
+
+    p = kinds.add_parser("few-shot", help=cmd_few_shot.__doc__, description=cmd_few_shot.__doc__)
+    _eval_flags(p)
+    p.add_argument(
+        "--shots-mcq",
+        required=True,
+        metavar="FILE",
+        help="solved examples to draw from, about entities never evaluated (items need an 'entity' field)",
+    )
+    p.add_argument("--k", help="examples per question, comma-separated (default: 1,3,5)")
+    p.set_defaults(func=cmd_few_shot)
