@@ -1,5 +1,5 @@
 """Attacks on unlearned models: relearning, direction ablation, adversarial suffixes, quantization, few-shot
-prompting (does the knowledge return?).
+prompting, fine-tuning on unrelated text (does the knowledge return?).
 
 Each takes an ``evaluate`` callable (or returns what to evaluate with), so the CLI and the demo decide how to
 score: the attacks never import the evaluator.
@@ -11,6 +11,7 @@ from .quantize import quantize, quantize_weight, quantized
 from .relearn import relearn
 from .result import AttackResult, CurvePoint
 from .suffix import Suffix, gcg_suffix, with_suffix
+from .unrelated import unrelated
 
 __all__ = [
     "AttackResult",
@@ -24,6 +25,7 @@ __all__ = [
     "quantize_weight",
     "quantized",
     "relearn",
+    "unrelated",
     "with_few_shot",
     "with_suffix",
 ]

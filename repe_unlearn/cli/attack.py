@@ -1,5 +1,5 @@
-"""``repe-unlearn attack relearn|ablate|suffix|quantize|few-shot``: does unlearned knowledge come back? The
-model on disk is never modified: attacks run on the copy in memory."""
+"""``repe-unlearn attack relearn|ablate|suffix|quantize|few-shot|unrelated``: does unlearned knowledge come
+back? The model on disk is never modified: attacks run on the copy in memory."""
 
 import argparse
 import json
@@ -233,6 +233,35 @@ def cmd_few_shot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unrelated(args: argparse.Namespace) -> int:
+    """Fine-tune on text that never names an evaluated entity (e.g. the retain corpus); evaluate."""
+    from ..attacks import unrelated
+    from ..data import read_texts
+
+    _check_outputs(args)
+    texts = read_texts(args.train, text_field=args.text_field)
+    checked = args.held_out_mcq or args.eval_mcq  # the forgotten facts' questions (a retain set names other entities)
+    entities = [item.entity for items in mcq_sets(checked).values() for item in items if item.entity]
+    if not entities:
+        raise ConfigError("the held-out items carry no 'entity' field, so --train cannot be checked against them")
+    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    tokenizer = tokenizer_for(args)
+    result = unrelated(
+        model,
+        tokenizer,
+        texts,
+        entities=entities,
+        evaluate=_evaluator(args, model, tokenizer),
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.train_batch_size,
+        eval_every=args.steps,
+        seed=args.seed,
+        progress=True,
+    )
+    return _finish(args, result)
+
+
 def _eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the unlearned model directory (never modified)")
     parser.add_argument(
@@ -333,3 +362,19 @@ def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     p.add_argument("--k", help="examples per question, comma-separated (default: 1,3,5)")
     p.set_defaults(func=cmd_few_shot)
+
+    p = kinds.add_parser("unrelated", help=cmd_unrelated.__doc__, description=cmd_unrelated.__doc__)
+    _eval_flags(p)
+    p.add_argument("--train", required=True, help="texts that never name a held-out entity (refused if they do)")
+    p.add_argument(
+        "--held-out-mcq",
+        action="append",
+        metavar="FILE",
+        help="the forgotten facts' questions, whose entities --train must never name (default: every --eval-mcq); "
+        "repeatable",
+    )
+    p.add_argument("--steps", type=positive_int, default=10, help="fine-tuning steps (default: 10)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
+    p.add_argument("--train-batch-size", type=positive_int, default=8, help="texts per step (default: 8)")
+    p.add_argument("--text-field", default="text", help="JSONL/parquet field holding the text")
+    p.set_defaults(func=cmd_unrelated)
