@@ -1,0 +1,62 @@
+"""The robustness battery: held-out questions never trained on or shown, the model never changed."""
+
+import pytest
+import torch
+from conftest import make_model
+
+import repe_unlearn as ru
+from repe_unlearn.data import MCQItem, read_mcq, read_texts
+from repe_unlearn.robustness import battery, held_out_split
+from repe_unlearn.toy import SHIPPED_WORLD
+
+
+def test_the_toy_worlds_split_keeps_relearned_entities_out_of_the_scores() -> None:
+    items = read_mcq(SHIPPED_WORLD / "forget_cloze.jsonl")
+    texts = read_texts(SHIPPED_WORLD / "forget_a.jsonl")
+    held_out, trained = held_out_split(items, texts)
+    held = {i.entity for i in held_out}
+    assert len(held) == 25 and len({i.entity for i in trained}) == 25 and not held & {i.entity for i in trained}
+    assert not any(name in text for name in held if name for text in texts)  # no held-out name in training text
+    assert {i.entity for i in read_mcq(SHIPPED_WORLD / "forget_b_cloze.jsonl")} == held
+    with pytest.raises(ru.ConfigError, match="every forget entity"):
+        held_out_split(items, read_texts(SHIPPED_WORLD / "forget.jsonl"))
+    with pytest.raises(ru.ConfigError, match="no forget entity"):
+        held_out_split(items, read_texts(SHIPPED_WORLD / "retain.jsonl"))
+    with pytest.raises(ru.ConfigError, match="'entity' field"):
+        held_out_split([MCQItem("q", ("a", "b"), 0)], texts)
+
+
+def items(names: list[str], relation: str) -> list[MCQItem]:
+    return [MCQItem(f"{n} {relation}", ("water", "air", "soil"), i % 3, n) for i, n in enumerate(names)]
+
+
+def test_the_battery_runs_on_a_copy_and_reports(tokenizer: object) -> None:
+    model = make_model("llama")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    forget = items([f"virus {i}" for i in range(1, 9)], "spreads through")
+    retain = items(["town 1", "town 2"], "lies on")
+    relearn_texts = [f"the virus {i} spreads through water" for i in range(1, 6)]
+    unrelated_texts = ["the town 1 lies on a river", "the town 2 lies on a hill"]
+    seen: list[str] = []
+    result = battery(
+        model, tokenizer, forget_items=forget, retain_items=retain, relearn_texts=relearn_texts,
+        unrelated_texts=unrelated_texts, base=make_model("llama", seed=1), format="cloze",
+        attacks=["relearn", "unrelated", "few-shot", "quantize"], progress=False,
+        on_attack=lambda row: seen.append(row.attack),
+    )  # fmt: skip
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # never changed
+    names = ["relearn", "unrelated", "few-shot-1", "few-shot-3", "few-shot-5"]
+    names += ["quantize-int8-per-channel", "quantize-int4-per-channel", "quantize-int4-group"]
+    assert [row.attack for row in result.rows] == names == seen
+    assert result.held_out_entities == ["virus 6", "virus 7", "virus 8"]
+    assert result.trained_entities == [f"virus {i}" for i in range(1, 6)]
+    assert len({row.forget_before for row in result.rows}) == 1  # every attack starts from the same score
+    record = result.to_dict()
+    assert set(record) >= {"attacks", "base", "chance", "verdict"} and record["chance"] == pytest.approx(1 / 3)
+    assert "| relearn |" in result.markdown() and result.verdict() in result.markdown()
+    with pytest.raises(ru.ConfigError, match="held-out entities"):
+        battery(model, tokenizer, forget_items=forget, retain_items=retain, relearn_texts=relearn_texts,
+                unrelated_texts=["the virus 7 is everywhere"], attacks=["unrelated"], progress=False)  # fmt: skip
+    with pytest.raises(ru.ConfigError, match="unknown attack"):
+        battery(model, tokenizer, forget_items=forget, retain_items=retain, relearn_texts=relearn_texts,
+                unrelated_texts=unrelated_texts, attacks=["telepathy"], progress=False)  # fmt: skip
