@@ -75,3 +75,23 @@ def relearning_curve(
     ax.set_title("Relearning attack")
     ax.legend(fontsize=8)
     return fig
+
+
+def robustness_bars(
+    attacks: Sequence[str], after: Sequence[float], unlearned: float, *, base: float | None, chance: float
+) -> Figure:
+    """One bar per attack (held-out forget accuracy after it), beside the base and unlearned levels and chance."""
+    fig = Figure(figsize=(max(5.5, 0.55 * len(attacks) + 2), 3.8), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.bar(range(len(attacks)), after, color="#dd8452", label="after the attack")
+    ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    if base is not None:
+        ax.axhline(base, color="#4c72b0", linewidth=1.2, label=f"base model ({base:.2f})")
+    ax.axhline(unlearned, color="#c44e52", linewidth=1.2, label=f"unlearned ({unlearned:.2f})")
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    ax.set_xticks(list(range(len(attacks))), attacks, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.3)
+    ax.set_ylabel("forget accuracy, held-out")
+    ax.set_title("does the forgotten knowledge come back?")
+    ax.legend(loc="upper center", ncol=2, fontsize=7, frameon=False)
+    return fig

@@ -15,6 +15,7 @@ from .demo import add_demo_parser
 from .diagnose import add_diagnose_parser
 from .evaluate import add_eval_parser
 from .inspect import add_inspect_parser
+from .robustness import add_robustness_parser
 from .toy import add_toy_parser
 from .unlearn import add_unlearn_parser
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_toy_parser,
         add_diagnose_parser,
         add_attack_parser,
+        add_robustness_parser,
         add_demo_parser,
     ):
         add_parser(sub)

@@ -60,3 +60,30 @@ def test_the_battery_runs_on_a_copy_and_reports(tokenizer: object) -> None:
     with pytest.raises(ru.ConfigError, match="unknown attack"):
         battery(model, tokenizer, forget_items=forget, retain_items=retain, relearn_texts=relearn_texts,
                 unrelated_texts=unrelated_texts, attacks=["telepathy"], progress=False)  # fmt: skip
+
+
+def test_robustness_cli_writes_the_report(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from repe_unlearn.cli import main
+    from repe_unlearn.toy import SHIPPED_MODEL
+
+    weights = (SHIPPED_MODEL / "model.safetensors").read_bytes()
+    argv = ["robustness", "--model", str(SHIPPED_MODEL), "--base", str(SHIPPED_MODEL)]
+    argv += ["--forget-mcq", str(SHIPPED_WORLD / "forget_cloze.jsonl")]
+    argv += ["--retain-mcq", str(SHIPPED_WORLD / "retain_cloze.jsonl")]
+    argv += ["--relearn-texts", str(SHIPPED_WORLD / "forget_a.jsonl")]
+    argv += ["--unrelated-texts", str(SHIPPED_WORLD / "retain.jsonl")]
+    assert main([*argv, "--attacks", "few-shot,quantize", "--out", str(tmp_path / "r")]) == 0
+    record = json.loads((tmp_path / "r" / "robustness.json").read_text())
+    assert set(record["attacks"]) == {
+        "few-shot-1", "few-shot-3", "few-shot-5",
+        "quantize-int8-per-channel", "quantize-int4-per-channel", "quantize-int4-group",
+    }  # fmt: skip
+    assert len(record["held_out_entities"]) == 25 and record["base"]["forget"] == 1.0
+    assert record["verdict"] in (tmp_path / "r" / "report.md").read_text()
+    assert (tmp_path / "r" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert (SHIPPED_MODEL / "model.safetensors").read_bytes() == weights  # the models on disk are untouched
+    capsys.readouterr()
+    assert main([*argv, "--attacks", "telepathy", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown attack" in capsys.readouterr().err and not (tmp_path / "x").exists()
