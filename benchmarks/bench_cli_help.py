@@ -25,6 +25,10 @@ COMMANDS = [
     ["attack", "relearn"],
     ["attack", "ablate"],
     ["attack", "suffix"],
+    ["attack", "quantize"],
+    ["attack", "few-shot"],
+    ["attack", "unrelated"],
+    ["robustness"],
     ["demo"],
 ]
 
