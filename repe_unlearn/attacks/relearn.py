@@ -69,7 +69,11 @@ def relearn(
     if not (0 < lr <= 10 and math.isfinite(lr)):
         raise ConfigError(f"the relearning learning rate must be in (0, 10], got {lr}")
     before = evaluate()
-    trained = _with_lora(model, lora_rank) if lora_rank else model
+    trained = model
+    if lora_rank:
+        with torch.random.fork_rng(devices=[]):  # the adapters' random init follows ``seed``, not the global state
+            torch.manual_seed(seed)
+            trained = _with_lora(model, lora_rank)
     chosen = _select(trained, None if lora_rank else params)
     if lora_rank:
         chosen = {n: p for n, p in chosen.items() if p.requires_grad}

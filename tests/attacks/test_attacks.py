@@ -146,3 +146,16 @@ def test_lora_relearning_trains_adapters_only(tokenizer: object) -> None:
     weights = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in model.named_parameters()}
     assert all(torch.equal(weights[n], value) for n, value in base.items())  # every original weight untouched
     assert any("lora_" in n for n, _ in model.named_parameters())
+
+
+def test_lora_relearning_is_seeded(tokenizer: object) -> None:
+    pytest.importorskip("peft")
+    losses = []
+    for _ in range(2):
+        model = make_model("llama")
+        torch.manual_seed(len(losses))  # a different global state each time: the seed alone must decide
+        relearn(
+            model, tokenizer, FORGET[:8], steps=3, evaluate=dict, lr=1e-2, batch_size=4, lora_rank=4, progress=False
+        )
+        losses.append(lm_loss(model, tokenizer, FORGET[:8]))
+    assert losses[0] == losses[1]
