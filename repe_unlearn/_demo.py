@@ -16,9 +16,10 @@ from .attacks import AttackResult, ablate, gcg_suffix, relearn, with_suffix
 from .data import read_mcq, read_texts
 from .diagnostics import diagnose, reading, write_report
 from .evaluation import evaluate_mcq, perplexity
-from .plots import accuracy_bars, loss_curves, norm_curves, relearning_curve
+from .plots import accuracy_bars, loss_curves, norm_curves, relearning_curve, robustness_bars
 from .rmu import preset, unlearn
 from .rmu.artifacts import save_unlearned
+from .robustness import battery
 from .toy import SHIPPED_MODEL, SHIPPED_WORLD, load_shipped_model
 
 CHANCE = 0.25  # four choices per question
@@ -36,6 +37,7 @@ class DemoResult:
     rmu: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     attacks: dict[str, Any] = field(default_factory=dict)
+    robustness: dict[str, Any] = field(default_factory=dict)  # the battery's robustness.json
 
 
 def _evaluate(model: Any, tokenizer: Any, items: dict[str, Any]) -> dict[str, float]:
@@ -90,6 +92,22 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
     attacks = _attacks(model, tokenizer, result.directions[0], config.layer)
     timings["attacks"] = time.perf_counter() - start
 
+    start = time.perf_counter()
+    robustness = battery(
+        model,
+        tokenizer,
+        forget_items=read_mcq(SHIPPED_WORLD / "forget_cloze.jsonl"),
+        retain_items=items["retain (towns)"],
+        relearn_texts=read_texts(SHIPPED_WORLD / "forget_a.jsonl"),
+        unrelated_texts=retain,
+        base=base,
+        direction=result.directions[0],
+        layer=config.layer,
+        budget="quick",
+        progress=progress,
+    )
+    timings["robustness battery"] = time.perf_counter() - start
+
     history = result.history
     rmu_summary = {
         "config": config.to_dict(),
@@ -110,6 +128,7 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         rmu_summary,
         diagnostics.to_dict(),
         {name: a.to_dict() for name, a in attacks.items()},
+        robustness.to_dict(),
     )
 
     def fill(tmp: Path) -> None:
@@ -139,7 +158,14 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         }
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         write_report(diagnostics, tmp / "diagnostics")
-        (tmp / "report.md").write_text(_report(demo, reading(diagnostics)))
+        battery_section = "\n## Robustness battery (quick budget; `robustness.json`, `robustness.png`)\n\n"
+        (tmp / "report.md").write_text(_report(demo, reading(diagnostics)) + battery_section + robustness.markdown())
+        (tmp / "robustness.json").write_text(json.dumps(robustness.to_dict(), indent=2) + "\n")
+        rows = robustness.rows
+        robustness_bars(
+            [r.attack for r in rows], [r.forget_after for r in rows], rows[0].forget_before,
+            base=None if robustness.base is None else robustness.base["forget"], chance=robustness.chance,
+        ).savefig(tmp / "robustness.png", dpi=110)  # fmt: skip
         save_unlearned(tmp / "model", model, tokenizer, result, base=SHIPPED_MODEL, tokenizer_source=SHIPPED_MODEL)
 
     target.write(fill)

@@ -28,7 +28,15 @@ def test_demo_runs_end_to_end_and_unlearns(tmp_path: Path, capsys: pytest.Captur
         "relearning.png",
         "diagnostics/probes.png",
         "model/rmu_delta.safetensors",
+        "robustness.json",
+        "robustness.png",
     ):
         assert (out / name).is_file(), name
     assert "![accuracy](accuracy.png)" in (out / "report.md").read_text()
+    battery = json.loads((out / "robustness.json").read_text())
+    assert {"relearn", "unrelated", "lora", "ablate", "few-shot-1", "quantize-int4-group", "suffix"} <= set(
+        battery["attacks"]
+    )
+    assert battery["verdict"] in (out / "report.md").read_text() and battery["verdict"] in printed
+    assert len(battery["held_out_entities"]) == 25
     assert main(["demo", "--out", str(out)]) == 2  # an existing demo directory is not overwritten

@@ -25,9 +25,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, attack in result.attacks.items():
         key = "forget (held-out)"
         print(f"  {name:<8} {attack['before'][key]:.3f} -> {attack['after'][key]:.3f}")
+    battery = result.robustness
+    print("\nthe robustness battery (held-out pathogens, before -> after; share of the forgotten accuracy recovered):")
+    for name, row in battery["attacks"].items():
+        share = "" if row["recovered"] is None else f"  {row['recovered']:.0%}"
+        print(f"  {name:<26} {row['forget_before']:.3f} -> {row['forget_after']:.3f}{share}")
+    print(f"  {battery['verdict']}")
     total = sum(result.seconds.values())
     print(f"\nRMU: {result.rmu['steps']} steps, c = {result.rmu['steering_coeff']:.1f}; {total:.0f} s in all")
-    print(f"wrote {result.out}/report.md, results.json, plots, diagnostics/ and model/")
+    print(f"wrote {result.out}/report.md, results.json, robustness.json, plots, diagnostics/ and model/")
     return 0
 
 
