@@ -87,3 +87,20 @@ def test_robustness_cli_writes_the_report(tmp_path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main([*argv, "--attacks", "telepathy", "--out", str(tmp_path / "x")]) == 2
     assert "unknown attack" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_rephrased_questions_are_scored_on_held_out_entities_only(tokenizer: object) -> None:
+    model = make_model("llama")
+    forget = items([f"virus {i}" for i in range(1, 9)], "spreads through")
+    relearn_texts = [f"the virus {i} spreads through water" for i in range(1, 6)]
+    rephrased = items([f"virus {i}" for i in range(1, 9)], "is carried by")
+    common = dict(
+        forget_items=forget, retain_items=items(["town 1"], "lies on"), relearn_texts=relearn_texts,
+        unrelated_texts=["the town 1 lies on a river"], attacks=["rephrased"], progress=False,
+    )  # fmt: skip
+    result = battery(model, tokenizer, rephrased_items=rephrased, **common)  # type: ignore[arg-type]
+    [row] = result.rows
+    assert row.attack == "rephrased" and row.details["questions"] == 3  # viruses 6-8 only
+    assert battery(model, tokenizer, **common).rows == []  # no rephrased file: nothing to score  # type: ignore[arg-type]
+    with pytest.raises(ru.ConfigError, match="held-out entity"):
+        battery(model, tokenizer, rephrased_items=rephrased[:5], **common)  # type: ignore[arg-type]
