@@ -8,24 +8,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .._loading import load_causal_lm
 from ..errors import ConfigError
 
+load_model = load_causal_lm  # what every subcommand loads models with (safetensors only, one-line errors)
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def load_model(
-    path: str,
-    *,
-    dtype: str | None = None,
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    first_layers: int | None = None,
-) -> Any:
-    from .._loading import load_causal_lm
-
-    return load_causal_lm(
-        path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, first_layers=first_layers
-    )
 
 
 def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:

@@ -21,20 +21,22 @@ from ._common import (
 )
 
 
-def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[], dict[str, float]]:
+def _scorer(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[Any, str], float]:
+    """Accuracy of ``model`` on some items, scored as ``repe-unlearn eval`` scores them."""
     from ..evaluation import evaluate_mcq
 
+    def score(items: Any, name: str) -> float:
+        return evaluate_mcq(
+            model, tokenizer, items, format=args.format, subject=args.subject, batch_size=args.batch_size, name=name
+        ).accuracy
+
+    return score
+
+
+def _evaluator(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[], dict[str, float]]:
     item_sets = mcq_sets(args.eval_mcq)
-
-    def evaluate() -> dict[str, float]:
-        return {
-            name: evaluate_mcq(
-                model, tokenizer, items, format=args.format, subject=args.subject, batch_size=args.batch_size, name=name
-            ).accuracy
-            for name, items in item_sets.items()
-        }
-
-    return evaluate
+    score = _scorer(args, model, tokenizer)
+    return lambda: {name: score(items, name) for name, items in item_sets.items()}
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -183,25 +185,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     tokenizer = tokenizer_for(args)
     results = quantize(model, evaluate=_evaluator(args, model, tokenizer), settings=tuple(settings), group=args.group)  # type: ignore[arg-type]
-    names = list(results[0].before)
-    print(f"{'':<28}" + "".join(f"{n[:14]:>16}" for n in names))
-    print(f"{'as saved':<28}" + "".join(f"{results[0].before[n]:16.3f}" for n in names))
-    for result in results:
-        print(f"{result.attack:<28}" + "".join(f"{result.after[n]:16.3f}" for n in names))
-    if args.json:
-        from .._outputs import write_text_atomically
-
-        record = {"model": args.model, "attacks": [r.to_dict() for r in results]}
-        write_text_atomically(args.json, json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return _finish_several(args, results)
 
 
 def cmd_few_shot(args: argparse.Namespace) -> int:
     """Put k solved questions about other entities before each question, for each k; evaluate."""
     from ..attacks import few_shot
     from ..data import read_mcq
-    from ..evaluation import evaluate_mcq
 
     _check_outputs(args)
     for eval_path in args.eval_mcq:
@@ -213,17 +203,22 @@ def cmd_few_shot(args: argparse.Namespace) -> int:
         raise ConfigError(f"--k takes positive integers separated by commas, got {args.k!r}")
     model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     tokenizer = tokenizer_for(args)
+    score = _scorer(args, model, tokenizer)
     results = []
     for name, items in item_sets.items():
 
         def evaluate(chosen: list[Any], name: str = name) -> dict[str, float]:
-            kwargs = {"format": args.format, "subject": args.subject, "batch_size": args.batch_size, "name": name}
-            return {name: evaluate_mcq(model, tokenizer, chosen, **kwargs).accuracy}
+            return {name: score(chosen, name)}
 
         results += few_shot(items, shots, evaluate=evaluate, format=args.format, ks=ks, seed=args.seed)
+    return _finish_several(args, results)
+
+
+def _finish_several(args: argparse.Namespace, results: list[Any]) -> int:
+    """One line per attack setting and evaluation set; ``--json`` holds them all."""
     for result in results:
         for name in result.before:
-            print(f"{result.attack:<14}{name:<28}{result.before[name]:8.3f}{result.after[name]:8.3f}")
+            print(f"{result.attack:<28}{name:<28}{result.before[name]:8.3f}{result.after[name]:8.3f}")
     if args.json:
         from .._outputs import write_text_atomically
 
