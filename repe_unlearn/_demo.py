@@ -16,7 +16,7 @@ from .attacks import AttackResult, ablate, gcg_suffix, relearn, with_suffix
 from .data import read_mcq, read_texts
 from .diagnostics import diagnose, reading, write_report
 from .evaluation import evaluate_mcq, perplexity
-from .plots import accuracy_bars, loss_curves, norm_curves, relearning_curve, robustness_bars
+from .plots import accuracy_bars, loss_curves, norm_curves, relearning_curve
 from .rmu import preset, unlearn
 from .rmu.artifacts import save_unlearned
 from .robustness import battery
@@ -103,6 +103,7 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         base=base,
         direction=result.directions[0],
         layer=config.layer,
+        rephrased_items=read_mcq(SHIPPED_WORLD / "forget_rephrased_cloze.jsonl"),
         budget="quick",
         progress=progress,
     )
@@ -161,11 +162,7 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         battery_section = "\n## Robustness battery (quick budget; `robustness.json`, `robustness.png`)\n\n"
         (tmp / "report.md").write_text(_report(demo, reading(diagnostics)) + battery_section + robustness.markdown())
         (tmp / "robustness.json").write_text(json.dumps(robustness.to_dict(), indent=2) + "\n")
-        rows = robustness.rows
-        robustness_bars(
-            [r.attack for r in rows], [r.forget_after for r in rows], rows[0].forget_before,
-            base=None if robustness.base is None else robustness.base["forget"], chance=robustness.chance,
-        ).savefig(tmp / "robustness.png", dpi=110)  # fmt: skip
+        robustness.figure().savefig(tmp / "robustness.png", dpi=110)
         save_unlearned(tmp / "model", model, tokenizer, result, base=SHIPPED_MODEL, tokenizer_source=SHIPPED_MODEL)
 
     target.write(fill)

@@ -78,13 +78,26 @@ def relearning_curve(
 
 
 def robustness_bars(
-    attacks: Sequence[str], after: Sequence[float], unlearned: float, *, base: float | None, chance: float
+    attacks: Sequence[str],
+    after: Sequence[float],
+    unlearned: float,
+    *,
+    base: float | None,
+    chance: float,
+    own_base: Sequence[float | None] | None = None,
 ) -> Figure:
-    """One bar per attack (held-out forget accuracy after it), beside the base and unlearned levels and chance."""
+    """One bar per attack (held-out forget accuracy after it), beside the base and unlearned levels and chance.
+
+    ``own_base``: per attack, the base model measured the same way where that differs from the plain questions
+    (rephrased questions, a probe), drawn as a short blue tick over the bar."""
     fig = Figure(figsize=(max(5.5, 0.55 * len(attacks) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     bars = ax.bar(range(len(attacks)), after, color="#dd8452", label="after the attack")
     ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ticks = [(i, b) for i, b in enumerate(own_base or []) if b is not None and b != base]
+    if ticks:
+        xs, ys = zip(*ticks, strict=True)
+        ax.scatter(xs, ys, marker="_", s=300, color="#4c72b0", linewidths=2, label="base, measured alike", zorder=3)
     if base is not None:
         ax.axhline(base, color="#4c72b0", linewidth=1.2, label=f"base model ({base:.2f})")
     ax.axhline(unlearned, color="#c44e52", linewidth=1.2, label=f"unlearned ({unlearned:.2f})")

@@ -11,17 +11,21 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import Tensor, nn
 
 from .attacks import ablate, few_shot, gcg_suffix, quantize, relearn, unrelated, with_suffix
 from .attacks.unrelated import mentions
 from .data import MCQItem
+from .diagnostics.run import probe_per_layer
 from .errors import ConfigError
 from .evaluation import evaluate_mcq
 
-ATTACKS = ("relearn", "unrelated", "lora", "ablate", "few-shot", "quantize", "suffix", "rephrased")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+ATTACKS = ("relearn", "unrelated", "lora", "ablate", "few-shot", "quantize", "suffix", "rephrased", "probe")
 Budget = Literal["quick", "full"]
 # per attack: steps and sizes. quick: minutes on a CPU for the toy model; full: the budgets of the papers the
 # attacks come from (relearning and unrelated fine-tuning as in Deeb & Roger 2024 and Łucki et al. 2024 for
@@ -66,11 +70,21 @@ class Battery:
     trained_entities: list[str]
     base: dict[str, float] | None = None  # the model before unlearning: forget (held-out) and retain accuracy
 
-    def recovered(self, row: AttackRow) -> float | None:
-        """Share of the forgotten accuracy the attack brought back: (after - before) / (base - before)."""
-        if self.base is None or self.base["forget"] <= row.forget_before:
+    def base_for(self, row: AttackRow) -> float | None:
+        """The base model's held-out forget accuracy measured as ``row`` measures (None without a base)."""
+        if self.base is None:
             return None
-        return (row.forget_after - row.forget_before) / (self.base["forget"] - row.forget_before)
+        return row.details.get("base_forget", self.base["forget"])  # type: ignore[no-any-return]
+
+    def recovered(self, row: AttackRow) -> float | None:
+        """Share of the forgotten accuracy the attack brought back: (after - before) / (base - before).
+
+        Rows that measure something else than the plain questions (rephrased questions, a probe) compare with
+        the base model measured the same way (``details["base_forget"]``), where the battery had a base."""
+        base = self.base_for(row)
+        if base is None or base <= row.forget_before:
+            return None
+        return (row.forget_after - row.forget_before) / (base - row.forget_before)
 
     def verdict(self) -> str:
         """One plain-words sentence on what the attacks show."""
@@ -103,29 +117,49 @@ class Battery:
 
     def markdown(self) -> str:
         """The table and the verdict, ready to paste."""
-        head = "| attack | forget (held-out) before → after | retain after | recovered | seconds |\n"
-        head += "|---|---|---|---|---|\n"
+        head = "| attack | forget (held-out) before → after | base | retain after | recovered | seconds |\n"
+        head += "|---|---|---|---|---|---|\n"
         lines = []
         for row in self.rows:
             share = self.recovered(row)
             retain = "" if row.retain_after is None else f"{row.retain_after:.3f}"
+            base = self.base_for(row)
             lines.append(
-                f"| {row.attack} | {row.forget_before:.3f} → {row.forget_after:.3f} | {retain} | "
+                f"| {row.attack} | {row.forget_before:.3f} → {row.forget_after:.3f} | "
+                f"{'' if base is None else f'{base:.3f}'} | {retain} | "
                 f"{'' if share is None else f'{share:.0%}'} | {row.seconds:.1f} |"
             )
-        base = ""
+        summary = ""
         if self.base is not None:
-            base = f"Base model: forget {self.base['forget']:.3f}, retain {self.base['retain']:.3f}. "
-        return head + "\n".join(lines) + f"\n\n{base}Chance {self.chance:.3f}. {self.verdict()}\n"
+            summary = f"Base model: forget {self.base['forget']:.3f}, retain {self.base['retain']:.3f}. "
+        return head + "\n".join(lines) + f"\n\n{summary}Chance {self.chance:.3f}. {self.verdict()}\n"
+
+    def figure(self) -> "Figure":
+        """``robustness.png``: one bar per attack against the base, unlearned and chance levels."""
+        from .plots import robustness_bars
+
+        unlearned = self.rows[0].forget_before if self.rows else 0.0
+        return robustness_bars(
+            [r.attack for r in self.rows],
+            [r.forget_after for r in self.rows],
+            unlearned,
+            base=None if self.base is None else self.base["forget"],
+            chance=self.chance,
+            own_base=[self.base_for(r) for r in self.rows],
+        )
 
     def _repr_html_(self) -> str:
+        def cell(value: float | None) -> str:
+            return "" if value is None else f"{value:.3f}"
+
         rows = "".join(
             f"<tr><td>{r.attack}</td><td>{r.forget_before:.3f} → <b>{r.forget_after:.3f}</b></td>"
-            f"<td>{'' if r.retain_after is None else f'{r.retain_after:.3f}'}</td><td>{r.seconds:.1f}</td></tr>"
+            f"<td>{cell(self.base_for(r))}</td><td>{cell(r.retain_after)}</td><td>{r.seconds:.1f}</td></tr>"
             for r in self.rows
         )
         return (
-            "<table><tr><th>attack</th><th>forget (held-out)</th><th>retain after</th><th>seconds</th></tr>"
+            "<table><tr><th>attack</th><th>forget (held-out)</th><th>base</th><th>retain after</th>"
+            "<th>seconds</th></tr>"
             f"{rows}</table><p>{self.verdict()}</p>"
         )
 
@@ -178,7 +212,9 @@ def battery(
     """Run the chosen ``attacks`` (default: every one it can) on ``model``, which is never changed.
 
     ``direction`` and ``layer`` (RMU's control vector and steered layer) enable ``ablate``;
-    ``rephrased_items`` (the same facts asked otherwise) enable ``rephrased``.
+    ``rephrased_items`` (the same facts asked otherwise) enable ``rephrased``. ``probe`` fits a linear probe
+    per layer on the questions about trained entities and scores it on the held-out ones; its row reports the
+    best layer's held-out accuracy (and the base model's at that layer, where a base is given).
     """
     chosen = list(attacks) if attacks is not None else list(ATTACKS)
     unknown = [a for a in chosen if a not in ATTACKS]
@@ -269,7 +305,21 @@ def battery(
             asked = [item for item in rephrased_items if item.entity in set(held_entities)]
             if not asked:
                 raise ConfigError("no rephrased question is about a held-out entity")
-            add(name, {"forget": scores(model, asked)}, start, questions=len(asked))
+            base_forget = scores(base, asked) if base is not None else None
+            add(name, {"forget": scores(model, asked)}, start, questions=len(asked), base_forget=base_forget)
+        elif name == "probe":
+
+            def probes(m: nn.Module) -> list[Any]:
+                return probe_per_layer(m, tokenizer, trained, held_out, format=format, batch_size=batch_size, seed=seed)
+
+            per_layer = probes(model)
+            best = max(range(len(per_layer)), key=lambda i: per_layer[i].test_accuracy)
+            base_forget = None
+            if base is not None:
+                base_forget = probes(base)[best].test_accuracy
+            accuracy = [round(r.test_accuracy, 4) for r in per_layer]
+            after = {"forget": per_layer[best].test_accuracy}
+            add(name, after, start, layer=best, per_layer=accuracy, base_forget=base_forget, trained_on=len(trained))
     base_scores = evaluator(base)() if base is not None else None
     chance = sum(1 / len(item.choices) for item in held_out) / len(held_out)
     return Battery(rows, chance, held_entities, sorted({i.entity for i in trained if i.entity}), base_scores)

@@ -60,17 +60,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     )
 
     def fill(tmp: Path) -> None:
-        from ..plots import robustness_bars
-
         (tmp / "robustness.json").write_text(json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
         (tmp / "report.md").write_text(f"# Robustness of {args.model}\n\n" + result.markdown())
-        unlearned = result.rows[0].forget_before if result.rows else 0.0
-        base_forget = None if result.base is None else result.base["forget"]
-        figure = robustness_bars(
-            [r.attack for r in result.rows], [r.forget_after for r in result.rows], unlearned,
-            base=base_forget, chance=result.chance,
-        )  # fmt: skip
-        figure.savefig(tmp / "robustness.png", dpi=120)
+        result.figure().savefig(tmp / "robustness.png", dpi=120)
 
     out.write(fill)
     print(result.verdict())

@@ -13,9 +13,21 @@ def cmd_toy_world(args: argparse.Namespace) -> int:
     from ..toy import World, write_world
 
     out = OutputDir(args.out, overwrite=args.overwrite)
-    world = World.generate(args.seed, args.entities)
+    world = World.generate(
+        args.seed,
+        args.entities,
+        forget_domain=args.forget_domain,
+        retain_domain=args.retain_domain,
+        form=args.form,
+        order=args.order,
+        syllables=args.name_syllables,
+    )
     names: list[str] = []
-    out.write(lambda tmp: names.extend(p.name for p in write_world(world, tmp).values()))  # all or nothing
+
+    def fill(tmp: Path) -> None:
+        names.extend(p.name for p in write_world(world, tmp, letter_variants=args.letter_variants).values())
+
+    out.write(fill)  # all or nothing
     print(f"wrote {len(names)} files to {args.out}: " + ", ".join(sorted(names)))
     return 0
 
@@ -60,9 +72,21 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _syllables(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        pair = (int(low), int(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX, such as 2-3, got {text!r}") from None
+    if not 1 <= pair[0] <= pair[1] <= 6:
+        raise argparse.ArgumentTypeError(f"expected 1 <= MIN <= MAX <= 6, got {text!r}")
+    return pair
+
+
 def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register ``toy world`` and ``toy pretrain``."""
     from ..toy import PretrainConfig
+    from ..toy.world import FORGET_DOMAINS, FORMS, ORDERS, RETAIN_DOMAINS
 
     toy = sub.add_parser(
         "toy",
@@ -75,6 +99,28 @@ def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     world.add_argument("--overwrite", action="store_true", help="replace an existing --out written by this tool")
     world.add_argument("--seed", type=int, default=0, help="the same seed gives the same world (default: 0)")
     world.add_argument("--entities", type=positive_int, default=50, help="entities per domain (default: 50)")
+    world.add_argument("--forget-domain", choices=sorted(FORGET_DOMAINS), default="pathogens", help="theme to forget")
+    world.add_argument("--retain-domain", choices=sorted(RETAIN_DOMAINS), default="towns", help="theme to keep")
+    world.add_argument(
+        "--form",
+        choices=FORMS,
+        default="plain",
+        help="plain: one sentence form per relation; varied: several (entity first, 'The <kind> X', relative "
+        "clause, fronted phrase) and value-first restatements (default: plain)",
+    )
+    world.add_argument(
+        "--order", choices=ORDERS, default="fixed", help="sentence order in a paragraph (default: fixed)"
+    )
+    world.add_argument(
+        "--name-syllables", type=_syllables, default=(2, 3), metavar="MIN-MAX", help="name length (default: 2-3)"
+    )
+    world.add_argument(
+        "--letter-variants",
+        type=int,
+        default=2,
+        metavar="N",
+        help="answered letter-format copies of each question in letter_train.jsonl (default: 2)",
+    )
     world.set_defaults(func=cmd_toy_world)
 
     pre = toy_sub.add_parser("pretrain", help=cmd_toy_pretrain.__doc__, description=cmd_toy_pretrain.__doc__)

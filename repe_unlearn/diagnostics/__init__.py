@@ -3,7 +3,7 @@
 from .._masking import token_norms
 from .probes import ProbeResult, fit_choice_probe, fit_probe, split
 from .report import norms_figure, probes_figure, reading, write_report
-from .run import Diagnostics, cache_features, cache_norms, diagnose
+from .run import Diagnostics, cache_features, cache_norms, diagnose, mcq_features, probe_per_layer
 from .stats import cosine_to_direction, max_abs_difference, paired_cosine
 
 __all__ = [
@@ -16,8 +16,10 @@ __all__ = [
     "fit_choice_probe",
     "fit_probe",
     "max_abs_difference",
+    "mcq_features",
     "norms_figure",
     "paired_cosine",
+    "probe_per_layer",
     "probes_figure",
     "reading",
     "split",

@@ -44,6 +44,17 @@ def split(n: int, *, test_fraction: float = 0.3, seed: int = 0, labels: Tensor |
     return train_idx, test_idx
 
 
+def _indices(indices: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
+    if indices is None:
+        return None
+    train, test = (torch.as_tensor(i, dtype=torch.long) for i in indices)
+    if len(train) == 0 or len(test) == 0:
+        raise ConfigError(f"a probe needs train and test rows, got {len(train)} and {len(test)}")
+    if set(train.tolist()) & set(test.tolist()):
+        raise ConfigError("the probe's train and test rows overlap")
+    return train, test
+
+
 def _lbfgs(params: list[Tensor], loss_fn: object, max_iter: int) -> None:
     optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -71,12 +82,14 @@ def fit_probe(
     test_fraction: float = 0.3,
     l2: float = 1e-3,
     max_iter: int = 200,
+    indices: tuple[Tensor, Tensor] | None = None,
 ) -> ProbeResult:
-    """Multinomial logistic regression on a seeded split; chance is the test set's majority-class rate."""
+    """Multinomial logistic regression on a seeded split (or on ``indices``: the train and test rows, to keep
+    what the probe learns from apart from what it is scored on); chance is the test set's majority-class rate."""
     if features.shape[0] != labels.shape[0]:
         raise ConfigError(f"{features.shape[0]} feature rows but {labels.shape[0]} labels")
     classes = int(labels.max()) + 1 if n_classes is None else n_classes
-    train, test = split(features.shape[0], test_fraction=test_fraction, seed=seed, labels=labels)
+    train, test = _indices(indices) or split(features.shape[0], test_fraction=test_fraction, seed=seed, labels=labels)
     x_train, x_test = _standardise(features[train].float(), features[test].float())
     y_train, y_test = labels[train].long(), labels[test].long()
     with torch.enable_grad():
@@ -105,6 +118,7 @@ def fit_choice_probe(
     test_fraction: float = 0.3,
     l2: float = 1e-3,
     max_iter: int = 200,
+    indices: tuple[Tensor, Tensor] | None = None,
 ) -> ProbeResult:
     """Cloze items: from the activation at the end of the stem, score each choice with that choice's own
     linear read-out (one weight vector per distinct choice text) and pick the highest of the item's choices.
@@ -118,7 +132,7 @@ def fit_choice_probe(
             f"{features.shape[0]} feature rows, {choice_ids.shape[0]} choice rows, {answers.shape[0]} answers"
         )
     values = int(choice_ids.max()) + 1 if n_values is None else n_values
-    train, test = split(features.shape[0], test_fraction=test_fraction, seed=seed)
+    train, test = _indices(indices) or split(features.shape[0], test_fraction=test_fraction, seed=seed)
     x_train, x_test = _standardise(features[train].float(), features[test].float())
     ids_train, ids_test = choice_ids[train].long(), choice_ids[test].long()
     y_train, y_test = answers[train].long(), answers[test].long()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -111,7 +112,7 @@ def cache_features(
     paired_diff: dict[str, list[float]] = {}
     compare = "base" in models and "model" in models
     total = sum(-(-len(t) // batch_size) for t in (forget, retain))
-    total += sum(-(-len(_prompts(items, format)) // batch_size) for items in mcq.values())
+    total += len(models) * sum(-(-len(items) // batch_size) for items in mcq.values())
     bar = tqdm(total=total, desc="caching", disable=not (progress and is_main()), unit="batch")
     for domain, all_texts in (("forget", forget), ("retain", retain)):
         texts = all_texts[my_rows(len(all_texts))]  # under torchrun: this rank's share, gathered below
@@ -144,17 +145,73 @@ def cache_features(
             maxima = [m for m in all_gather(diff_max) if m is not None]
             paired_diff[domain] = torch.stack(maxima).amax(dim=0).tolist()
     for file, items in mcq.items():
-        pooled: dict[str, list[Tensor]] = {name: [] for name in models}
-        prompts = _prompts(items, format)
-        for batch in tokenize_batches(tokenizer, prompts[my_rows(len(prompts))], batch_size, max_length=max_length):
-            for name, m in models.items():
-                cache = collect(m, _on(batch, m), None)
-                pooled[name].append(torch.stack([last_token(cache[i], cache.attention_mask) for i in cache.layers]))
-            bar.update()
-        for name in models:
-            features[name].mcq[file] = _gathered(pooled[name]).to(dtype)
+        for name, m in models.items():
+            features[name].mcq[file] = mcq_features(
+                m, tokenizer, items, format=format, batch_size=batch_size, max_length=max_length, dtype=dtype, bar=bar
+            )
     bar.close()
     return features, paired_cos, paired_diff
+
+
+def mcq_features(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[MCQItem],
+    *,
+    format: Literal["letter", "cloze"] = "letter",
+    batch_size: int = 32,
+    max_length: int = 512,
+    dtype: torch.dtype = torch.float32,
+    bar: Any = None,
+) -> Float[Tensor, "layer item d_model"]:
+    """Every layer's output at the last prompt token of each item (the letter prompt, or the cloze stem)."""
+    pooled: list[Tensor] = []
+    prompts = _prompts(items, format)
+    for batch in tokenize_batches(tokenizer, prompts[my_rows(len(prompts))], batch_size, max_length=max_length):
+        cache = collect(model, _on(batch, model), None)
+        pooled.append(torch.stack([last_token(cache[i], cache.attention_mask) for i in cache.layers]))
+        if bar is not None:
+            bar.update()
+    return _gathered(pooled).to(dtype)
+
+
+def probe_per_layer(
+    model: nn.Module,
+    tokenizer: Any,
+    train_items: Sequence[MCQItem],
+    test_items: Sequence[MCQItem],
+    *,
+    format: Literal["letter", "cloze"] = "letter",
+    batch_size: int = 32,
+    max_length: int = 512,
+    seed: int = 0,
+) -> list[ProbeResult]:
+    """Per layer, a probe fit on ``train_items`` and scored on ``test_items`` only (for instance questions
+    about other entities): how well the answer can be read off the model's activations where it is not said.
+
+    Letter format predicts the answer's letter from the last prompt token; cloze scores each choice with its
+    own read-out (:func:`fit_choice_probe`; a test item's choices must all occur among the train items')."""
+    if not train_items or not test_items:
+        raise ConfigError(f"a probe needs train and test items, got {len(train_items)} and {len(test_items)}")
+    items = [*train_items, *test_items]
+    x = mcq_features(model, tokenizer, items, format=format, batch_size=batch_size, max_length=max_length)
+    indices = (torch.arange(len(train_items)), torch.arange(len(train_items), len(items)))
+    answers = torch.tensor([item.answer for item in items])
+    if format == "letter":
+        width = max(len(item.choices) for item in items)
+        return [fit_probe(x[i], answers, n_classes=width, seed=seed, indices=indices) for i in range(x.shape[0])]
+    if len({len(item.choices) for item in items}) != 1:
+        raise ConfigError("cloze probes need the same number of choices in every item")
+    seen = {choice for item in train_items for choice in item.choices}
+    unseen = sorted({choice for item in test_items for choice in item.choices} - seen)
+    if unseen:
+        raise ConfigError(f"the probe never saw the choice {unseen[0]!r} in training; it cannot score it")
+    texts = sorted({choice for item in items for choice in item.choices})
+    index = {text: k for k, text in enumerate(texts)}
+    ids = torch.tensor([[index[c] for c in item.choices] for item in items])
+    return [
+        fit_choice_probe(x[i], ids, answers, n_values=len(texts), seed=seed, indices=indices) for i in range(x.shape[0])
+    ]
 
 
 def _gathered(chunks: list[Tensor]) -> Tensor:

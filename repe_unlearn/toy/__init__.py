@@ -9,7 +9,19 @@ if TYPE_CHECKING:
     from .config import PretrainConfig
     from .notebook import ToySession, notebook_setup
     from .pretrain import pretrain, train_tokenizer
-    from .world import PATHOGENS, TOWNS, Domain, Entity, Relation, World, write_world
+    from .world import (
+        COMPOUNDS,
+        FORGET_DOMAINS,
+        PATHOGENS,
+        RETAIN_DOMAINS,
+        SHIPS,
+        TOWNS,
+        Domain,
+        Entity,
+        Relation,
+        World,
+        write_world,
+    )
 
 ASSETS = Path(__file__).parent / "assets"
 SHIPPED_WORLD = ASSETS / "world"  # `repe-unlearn toy world --seed 0 --entities 50`
@@ -32,6 +44,10 @@ _WHERE = {  # public name -> the module that defines it, imported on first use
     "pretrain": ".pretrain",
     "train_tokenizer": ".pretrain",
     "PATHOGENS": ".world",
+    "COMPOUNDS": ".world",
+    "SHIPS": ".world",
+    "FORGET_DOMAINS": ".world",
+    "RETAIN_DOMAINS": ".world",
     "TOWNS": ".world",
     "Domain": ".world",
     "Entity": ".world",
@@ -43,9 +59,13 @@ __getattr__, __dir__ = attributes(__name__, _WHERE)
 
 __all__ = [
     "ASSETS",
+    "COMPOUNDS",
+    "FORGET_DOMAINS",
     "PATHOGENS",
+    "RETAIN_DOMAINS",
     "SHIPPED_MODEL",
     "SHIPPED_WORLD",
+    "SHIPS",
     "TOWNS",
     "Domain",
     "Entity",

@@ -104,3 +104,37 @@ def test_rephrased_questions_are_scored_on_held_out_entities_only(tokenizer: obj
     assert battery(model, tokenizer, **common).rows == []  # no rephrased file: nothing to score  # type: ignore[arg-type]
     with pytest.raises(ru.ConfigError, match="held-out entity"):
         battery(model, tokenizer, rephrased_items=rephrased[:5], **common)  # type: ignore[arg-type]
+
+
+def test_the_probe_row_is_fit_on_trained_entities_and_scored_on_held_out_ones() -> None:
+    from repe_unlearn.toy import load_shipped_model
+
+    model, tokenizer = load_shipped_model()
+    result = battery(
+        model, tokenizer, forget_items=read_mcq(SHIPPED_WORLD / "forget_cloze.jsonl"),
+        retain_items=read_mcq(SHIPPED_WORLD / "retain_cloze.jsonl")[:8],
+        relearn_texts=read_texts(SHIPPED_WORLD / "forget_a.jsonl"), unrelated_texts=["A town lies on a river."],
+        base=model, rephrased_items=read_mcq(SHIPPED_WORLD / "forget_rephrased_cloze.jsonl"), format="cloze",
+        attacks=["probe", "rephrased"], progress=False,
+    )  # fmt: skip
+    probe, rephrased = result.rows
+    assert probe.attack == "probe" and probe.details["trained_on"] == 100  # 25 relearned entities x 4 facts
+    assert len(probe.details["per_layer"]) == 6
+    assert probe.forget_after == pytest.approx(max(probe.details["per_layer"]), abs=1e-4)
+    assert probe.forget_after > 0.5  # the base model's last layers say the answer: the probe reads it
+    assert probe.details["base_forget"] == pytest.approx(probe.forget_after)  # base = model here
+    assert rephrased.details["questions"] == 25 * 4 * 2  # two rephrased stems per fact, held-out entities only
+    assert rephrased.details["base_forget"] == rephrased.forget_after
+    assert result.base_for(rephrased) == rephrased.forget_after  # compared with the base asked the same way
+    assert "| probe |" in result.markdown() and "<td>probe</td>" in result._repr_html_()
+
+
+def test_a_probe_scored_on_rows_it_trained_on_would_be_seen() -> None:
+    from repe_unlearn.diagnostics import fit_probe
+
+    generator = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(120, 64, generator=generator), torch.randint(0, 4, (120,), generator=generator)
+    apart = fit_probe(features, labels, n_classes=4, indices=(torch.arange(80), torch.arange(80, 120)))
+    assert apart.train_accuracy == 1.0 and apart.test_accuracy < 0.45  # random labels: chance on unseen rows
+    with pytest.raises(ru.ConfigError, match="overlap"):
+        fit_probe(features, labels, n_classes=4, indices=(torch.arange(100), torch.arange(80, 120)))
