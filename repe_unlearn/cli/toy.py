@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any, Literal
 
 from ._common import add_config_flags, config_from_args, input_paths, mcq_sets, positive_int
 
@@ -43,13 +45,30 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
     texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
     item_sets = mcq_sets(args.eval_mcq)
-    model, tokenizer, losses = pretrain(texts, config)
+    letter_sets = mcq_sets(args.eval_letter)
+    model, tokenizer, losses = pretrain(texts, config, eval_items=item_sets)
+    run = model.config.repe_unlearn_pretrain
     results = {}
-    for name, items in item_sets.items():
-        result = evaluate_mcq(model, tokenizer, items, format="cloze", batch_size=64, name=name)
-        results[name] = result.to_dict()
-        print(f"{name:<24} cloze accuracy {result.accuracy:.3f} (n={result.n})")
-    seconds = model.config.repe_unlearn_pretrain["seconds"]
+    formats: tuple[tuple[Literal["cloze", "letter"], dict[str, Any]], ...] = (
+        ("cloze", item_sets),
+        ("letter", letter_sets),
+    )
+    for format, sets in formats:
+        for name, items in sets.items():
+            result = evaluate_mcq(model, tokenizer, items, format=format, batch_size=64, name=name)
+            results[name] = result.to_dict()
+            print(f"{name:<24} {format} accuracy {result.accuracy:.3f} (n={result.n})")
+    seconds, steps = run["seconds"], run["steps_run"]
+    reached = min((r["accuracy"] for name, r in results.items() if name in item_sets), default=None)
+    if run["stopped"] == "ceiling":
+        where = f"accuracy {reached:.3f}" if reached is not None else f"loss {losses[-1]:.3f}"
+        print(
+            f"warning: stopped at the ceiling ({steps} steps, {seconds:.0f} s), {where}; the facts may not be "
+            "learned: raise --max-steps / --max-seconds",
+            file=sys.stderr,
+        )
+    elif run["stopped"] == "plateau" and reached is not None and reached < config.target:
+        print(f"warning: accuracy stopped rising at {reached:.3f}, below --target {config.target}", file=sys.stderr)
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -57,17 +76,20 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
         summary = {
             "config": config.to_dict(),
             "seconds": seconds,
+            "steps": steps,
+            "stopped": run["stopped"],
             "final_loss": losses[-1],
             "corpora": list(args.corpus),
             "eval": results,
+            "warnings": run["warnings"],
         }
         (tmp / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     out.write(fill)
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"trained {n_params / 1e6:.2f}M parameters on {len(texts)} documents in {seconds:.0f} s "
-        f"(final loss {losses[-1]:.3f}); wrote {args.out}"
+        f"trained {n_params / 1e6:.2f}M parameters on {len(texts)} documents: {steps} steps in {seconds:.0f} s, "
+        f"stopped: {run['stopped']} (final loss {losses[-1]:.3f}); wrote {args.out}"
     )
     return 0
 
@@ -132,7 +154,13 @@ def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         help="JSONL with 'text', plain text, parquet or datasets dir; repeatable",
     )
     pre.add_argument("--out", required=True, help="output model directory")
-    pre.add_argument("--eval-mcq", action="append", metavar="FILE", help="cloze MCQ file to report after training")
+    pre.add_argument(
+        "--eval-mcq",
+        action="append",
+        metavar="FILE",
+        help="cloze MCQ file: training stops once every one reaches --target; reported at the end; repeatable",
+    )
+    pre.add_argument("--eval-letter", action="append", metavar="FILE", help="letter-format MCQ file to report")
     pre.add_argument("--text-field", default="text", help="JSONL/parquet field holding the text")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_config_flags(pre, PretrainConfig)

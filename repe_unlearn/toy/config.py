@@ -13,25 +13,51 @@ def _help(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True, kw_only=True)
 class PretrainConfig:
-    """Model size and training schedule. Defaults learn the 400 facts of a 50-entity toy world to 100% cloze
-    accuracy in about a minute on 2 CPU cores."""
+    """Model size and training schedule. By default training runs until the facts are known: with MCQ items to
+    check, until every set reaches ``target`` accuracy; without, until the loss stops falling; never beyond
+    ``max_steps`` or ``max_seconds`` (a run stopped there says so). ``steps`` fixes the length instead."""
 
     d_model: int = field(default=128, metadata=_help("width of the residual stream"))
     n_layers: int = field(default=6, metadata=_help("decoder layers"))
     n_heads: int = field(default=4, metadata=_help("attention heads"))
     d_mlp: int = field(default=512, metadata=_help("MLP hidden width"))
     vocab_size: int = field(default=1024, metadata=_help("byte-level BPE vocabulary trained on the corpora"))
-    steps: int = field(default=240, metadata=_help("optimizer steps"))
-    batch_size: int = field(default=64, metadata=_help("documents per step (sampled with replacement)"))
-    lr: float = field(default=3e-3, metadata=_help("peak LR of a one-cycle schedule (2e-3 flat diverged late)"))
-    max_length: int = field(default=128, metadata=_help("tokens per document; longer ones are cut"))
+    steps: int | None = field(
+        default=None, metadata=_help("train exactly this many steps (one cosine cycle) instead of until learned")
+    )
+    target: float = field(default=0.98, metadata=_help("stop once every --eval-mcq set reaches this accuracy"))
+    eval_every: int = field(default=25, metadata=_help("steps between accuracy (or loss-plateau) checks"))
+    horizon: int = field(
+        default=400, metadata=_help("steps of the first cosine cycle; each later cycle is twice as long")
+    )
+    warmup: int = field(
+        default=30, metadata=_help("linear warm-up steps at the start of each cycle (a tenth of it at most)")
+    )
+    max_steps: int = field(default=4000, metadata=_help("ceiling on steps (reported when hit)"))
+    max_seconds: float = field(default=300.0, metadata=_help("ceiling on training seconds (reported when hit)"))
+    batch_size: int = field(default=16, metadata=_help("documents per step (each epoch visits every document)"))
+    lr: float = field(default=3e-3, metadata=_help("peak learning rate of each cosine cycle"))
+    max_length: int = field(default=256, metadata=_help("tokens per document; longer ones are cut"))
     seed: int = field(default=0, metadata=_help("seed of the initialisation and of the sampling"))
-    shuffle_sentences: bool = field(default=True, metadata=_help("shuffle sentences within each document"))
+    shuffle_sentences: bool = field(
+        default=True, metadata=_help("shuffle the sentences of one-line documents (multi-line ones stay in order)")
+    )
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "d_mlp", "vocab_size", "steps", "batch_size", "max_length"):
+        for name in ("d_model", "n_layers", "n_heads", "d_mlp", "vocab_size", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "horizon", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be at least 0, got {self.warmup}")
+        if not 0 < self.target <= 1:
+            raise ConfigError(f"target is an accuracy between 0 and 1, got {self.target}")
+        if not (self.max_seconds > 0 and math.isfinite(self.max_seconds)):
+            raise ConfigError(f"max_seconds must be a positive number, got {self.max_seconds}")
         if self.vocab_size < 259:
             raise ConfigError(f"vocab_size must be at least 259 (256 bytes, 3 special tokens), got {self.vocab_size}")
         if self.max_length < 2:

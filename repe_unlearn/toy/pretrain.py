@@ -1,21 +1,25 @@
 """Train a tokenizer and a small Llama-architecture causal LM from scratch on any corpora.
 
-Used to make the toy model the package ships; works on any list of documents. Each step samples
-documents and shuffles the sentences within each, so that every fact is learned wherever it stands in
-its paragraph; the loss is the full-sequence LM loss over non-pad tokens.
+Used to make the toy model the package ships; works on any list of documents. Each step takes the next
+documents of a shuffled epoch and shuffles the sentences within each, so that every fact is learned wherever
+it stands in its paragraph; the loss is the full-sequence LM loss over non-pad tokens. Training runs until
+the facts are known (see :func:`pretrain`), under a learning-rate schedule that suits any length.
 """
 
+import math
 import random
 import re
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import transformers as tf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
-from ..data import tokenize_batches
+from ..data import MCQItem, tokenize_batches
 from ..errors import DataError, TrainingError
 from .config import PretrainConfig
 
@@ -41,20 +45,89 @@ def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
+def lr_factor(step: int, config: PretrainConfig) -> tuple[float, int]:
+    """The learning rate's multiple at ``step`` and the cycle it belongs to: cosine cycles of ``horizon``,
+    2 x ``horizon``, 4 x ... steps (one cycle of ``steps`` when that is set), each with a linear warm-up,
+    decaying to a tenth of the peak. Any length of training ends a cycle at a low rate not far from its end."""
+    length, start, cycle = (config.steps, 0, 0) if config.steps is not None else (config.horizon, 0, 0)
+    while config.steps is None and step >= start + length:
+        start, length, cycle = start + length, 2 * length, cycle + 1
+    t = step - start
+    warmup = min(config.warmup, length // 10)  # a short cycle warms up for a tenth of it at most
+    warm = min(1.0, (t + 1) / warmup) if warmup else 1.0
+    return warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(t, length) / length))), cycle
+
+
+def answers_missing(texts: Sequence[str], items: Sequence[MCQItem]) -> list[MCQItem]:
+    """Items whose right answer appears nowhere in ``texts``: no training on them can teach it."""
+    corpus = "\n".join(texts).lower()
+    return [item for item in items if item.choices[item.answer].strip().lower() not in corpus]
+
+
+def check_corpus(texts: Sequence[str], eval_items: Mapping[str, Sequence[MCQItem]], target: float) -> list[str]:
+    """Refuse what cannot be learned (one line each); return warnings about what is suspect."""
+    if not texts:
+        raise DataError("no text to pretrain on: the corpus is empty")
+    warnings: list[str] = []
+    if len(texts) == 1:
+        warnings.append("the corpus is one document: the model will learn that text by heart, nothing more")
+    words = re.findall(r"\w+", " ".join(texts).lower())
+    counts = Counter(words)
+    if len(words) >= 50 and sum(1 for w in words if counts[w] == 1) > 0.8 * len(words):
+        warnings.append(
+            f"{sum(1 for c in counts.values() if c == 1)} of {len(counts)} distinct words occur once: the corpus "
+            "has little repeated structure to learn, expect a loss plateau rather than known facts"
+        )
+    for name, items in eval_items.items():
+        if not items:
+            raise DataError(f"--eval-mcq {name}: no questions")
+        missing = answers_missing(texts, items)
+        if missing and len(missing) / len(items) > 1 - target:
+            raise DataError(
+                f"--eval-mcq {name}: {len(missing)} of {len(items)} right answers never appear in the corpus "
+                f"(first: {missing[0].choices[missing[0].answer]!r}), so accuracy {target} cannot be reached; "
+                "check the files belong together, or lower --target"
+            )
+        if missing:
+            warnings.append(f"--eval-mcq {name}: {len(missing)} right answers never appear in the corpus")
+    return warnings
+
+
+def _is_prose(text: str) -> bool:
+    return "\n" not in text.strip()
+
+
 def pretrain(
     texts: Sequence[str],
     config: PretrainConfig | None = None,
     *,
+    eval_items: Mapping[str, Sequence[MCQItem]] | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[tf.LlamaForCausalLM, tf.PreTrainedTokenizerFast, list[float]]:
-    """Train tokenizer and model on ``texts``; returns (model in eval mode, tokenizer, loss per step)."""
+    """Train tokenizer and model on ``texts``; returns (model in eval mode, tokenizer, loss per step).
+
+    Until learned (``config.steps`` unset): every ``eval_every`` steps the cloze accuracy of each set of
+    ``eval_items`` (up to 200 questions each) is checked, and training stops once all reach ``target``, or when
+    a cosine cycle ends less than 0.01 above the previous one's accuracy; without items it stops when a cycle
+    ends less than 2% (or 0.01) below the previous one's loss. Either way it stops at
+    ``max_steps`` or ``max_seconds``. How it stopped is in ``model.config.repe_unlearn_pretrain`` ("stopped":
+    target, plateau, steps or ceiling; with the last accuracies checked).
+
+    One-line documents have their sentences shuffled at each visit (each fact is learned wherever it stands);
+    documents with line breaks (letter-format questions with their answer) are kept in order.
+    """
+    from ..evaluation import evaluate_mcq
+
     config = config or PretrainConfig()
     texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise DataError("no text to pretrain on")
+    eval_items = dict(eval_items or {})
+    warnings = check_corpus(texts, eval_items, config.target)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    checks = {name: rng.sample(list(items), min(200, len(items))) for name, items in eval_items.items()}
     tokenizer = train_tokenizer(texts, config.vocab_size)
     model_config = tf.LlamaConfig(
         hidden_size=config.d_model,
@@ -70,22 +143,35 @@ def pretrain(
         eos_token_id=tokenizer.eos_token_id,
     )
     model = tf.LlamaForCausalLM(model_config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps)
-    documents = [_sentences(t) for t in texts]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    documents = [_sentences(t) if _is_prose(t) else [t] for t in texts]
+    order: list[int] = []
     eos = tokenizer.eos_token
-    losses = []
-    model.train()
-    bar = tqdm(range(config.steps), desc="pretrain", disable=not progress, unit="step")
-    start = time.perf_counter()
-    for step in bar:
-        chosen = [list(documents[rng.randrange(len(documents))]) for _ in range(config.batch_size)]
+    losses: list[float] = []
+    accuracy: dict[str, float] = {}
+    ceiling = config.steps if config.steps is not None else config.max_steps
+    stopped = "steps" if config.steps is not None else "ceiling"
+    cycle_losses: list[float] = []  # the mean loss over the last check window of each finished cycle
+    cycle_accuracy: list[float] = []  # the lowest set's accuracy at the end of each finished cycle
+    bar = tqdm(total=ceiling, desc="pretrain", disable=not progress, unit="step")
+    start, checking = time.perf_counter(), 0.0
+    for step in range(ceiling):
+        factor, cycle = lr_factor(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * factor
+        chosen = []
+        for _ in range(config.batch_size):
+            if not order:  # an epoch: every document once, in a fresh order
+                order = list(range(len(documents)))
+                rng.shuffle(order)
+            chosen.append(list(documents[order.pop()]))
         if config.shuffle_sentences:
             for sentences in chosen:
                 rng.shuffle(sentences)
         batch_texts = [" ".join(sentences) + eos for sentences in chosen]
         batch = next(tokenize_batches(tokenizer, batch_texts, len(batch_texts), max_length=config.max_length))
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model.train()
         loss = model(**batch, labels=labels).loss
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss became {float(loss.detach())} at step {step}; lower --lr")
@@ -93,13 +179,48 @@ def pretrain(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
         losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.update()
         if on_step is not None:
             on_step(step, losses[-1])
+        if config.steps is not None or (step + 1) % config.eval_every:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            continue
+        if checks:
+            began = time.perf_counter()
+            model.eval()
+            accuracy = {
+                name: evaluate_mcq(model, tokenizer, items, format="cloze", batch_size=64).accuracy
+                for name, items in checks.items()
+            }
+            checking += time.perf_counter() - began
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{min(accuracy.values()):.2f}")
+            if min(accuracy.values()) >= config.target:
+                stopped = "target"
+                break
+            if lr_factor(step + 1, config)[1] != cycle:  # a cycle ends: stop if it taught nothing more
+                cycle_accuracy.append(min(accuracy.values()))
+                if len(cycle_accuracy) >= 2 and cycle_accuracy[-1] < cycle_accuracy[-2] + 0.01:
+                    stopped = "plateau"
+                    break
+        elif lr_factor(step + 1, config)[1] != cycle:  # a cycle ends here: compare with the one before
+            cycle_losses.append(sum(losses[-config.eval_every :]) / config.eval_every)
+            if len(cycle_losses) >= 2 and cycle_losses[-1] > min(0.98 * cycle_losses[-2], cycle_losses[-2] - 0.01):
+                stopped = "plateau"
+                break
+        if time.perf_counter() - start > config.max_seconds:
+            break
+    bar.close()
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise TrainingError("the weights hold NaN or infinite values after the last step; lower the learning rate")
     model.eval()
-    model.config.repe_unlearn_pretrain = {**config.to_dict(), "seconds": round(time.perf_counter() - start, 1)}
+    model.config.repe_unlearn_pretrain = {
+        **config.to_dict(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "seconds_checking": round(checking, 1),
+        "steps_run": len(losses),
+        "stopped": stopped,
+        "checked_accuracy": accuracy,
+        "warnings": warnings,
+    }
     return model, tokenizer, losses

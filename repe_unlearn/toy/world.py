@@ -363,15 +363,17 @@ def forms(domain: Domain, relation: Relation) -> tuple[str, ...]:
 
 def render(domain: Domain, name: str, facts: dict[str, str], rng: random.Random, form: str, order: str) -> str:
     """One paragraph stating every fact. ``form="plain"``: "X is <kind>." then one plain sentence per relation;
-    ``"varied"``: each fact in a form drawn from `forms`, and half of them restated with the value first
-    (`Relation.entity_last`). ``order="shuffled"`` shuffles the written sentences."""
+    ``"varied"``: each fact in two forms drawn from `forms` (the plain one among them or not), and half of
+    them restated with the value first (`Relation.entity_last`): as in real text, a fact is read more than once
+    and in more than one way. ``order="shuffled"`` shuffles the written sentences."""
     sentences = [f"{name} is {domain.kind}."]
     for relation in domain.relations:
         value = facts[relation.key]
         if form == "plain":
             sentences.append(_fill(relation.stem + " {value}.", name, value))
             continue
-        sentences.append(_fill(rng.choice(forms(domain, relation)), name, value))
+        options = forms(domain, relation)
+        sentences += [_fill(f, name, value) for f in rng.sample(options, min(2, len(options)))]
         if relation.entity_last and rng.random() < 0.5:
             sentences.append(_fill(relation.entity_last, name, value))
     if order == "shuffled":

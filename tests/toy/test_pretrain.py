@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 import repe_unlearn as ru
 from repe_unlearn.cli import main
-from repe_unlearn.evaluation import evaluate_mcq, read_mcq
+from repe_unlearn.evaluation import MCQItem, evaluate_mcq, read_mcq
 from repe_unlearn.toy import SHIPPED_MODEL, SHIPPED_WORLD, PretrainConfig, load_shipped_model, pretrain
 
 TINY = PretrainConfig(d_model=32, n_layers=2, n_heads=2, d_mlp=64, vocab_size=300, steps=40, batch_size=16)
@@ -79,3 +80,76 @@ def test_toy_cli_world_then_pretrain(tmp_path: Path, capsys: pytest.CaptureFixtu
     ids = tokenizer("the town", return_tensors="pt")["input_ids"]
     assert model(ids).logits.shape[-1] == len(tokenizer) and torch.isfinite(model(ids).logits).all()
     assert main(["toy", "world", "--out", str(tmp_path / "w")]) == 2  # not empty: refused
+
+
+SMALL = dict(d_model=64, n_layers=2, n_heads=2, d_mlp=128, vocab_size=400, batch_size=8, eval_every=10)
+
+
+def small_world(tmp_path: Path) -> tuple[list[str], dict[str, list[object]]]:
+    from repe_unlearn.data import read_texts
+    from repe_unlearn.toy import World, write_world
+
+    files = write_world(World.generate(3, 4), tmp_path / "small")
+    texts = read_texts(files["forget"]) + read_texts(files["retain"])
+    return texts, {k: read_mcq(files[f"{k}_cloze"]) for k in ("forget", "retain")}  # type: ignore[misc]
+
+
+def test_training_stops_once_every_set_reaches_the_target(tmp_path: Path) -> None:
+    texts, items = small_world(tmp_path)
+    config = PretrainConfig(**SMALL, target=0.9, horizon=100, max_seconds=120.0)  # type: ignore[arg-type]
+    model, tokenizer, losses = pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
+    run = model.config.repe_unlearn_pretrain
+    assert run["stopped"] == "target" and run["steps_run"] == len(losses) and len(losses) % 10 == 0
+    for rows in items.values():  # the check was on these very items (fewer than 200): it holds at the end
+        assert evaluate_mcq(model, tokenizer, rows, format="cloze").accuracy >= 0.9  # type: ignore[arg-type]
+    assert min(run["checked_accuracy"].values()) >= 0.9
+
+
+def test_a_ceiling_is_reported_never_silent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    world = tmp_path / "w"
+    assert main(["toy", "world", "--out", str(world), "--seed", "1", "--entities", "4"]) == 0
+    argv = ["toy", "pretrain", "--corpus", str(world / "forget.jsonl"), "--corpus", str(world / "retain.jsonl")]
+    argv += ["--eval-mcq", str(world / "forget_cloze.jsonl"), "--eval-letter", str(world / "forget_letter.jsonl")]
+    small = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--d-mlp", "64", "--vocab-size", "300"]
+    capsys.readouterr()
+    assert main([*argv, *small, "--max-steps", "4", "--eval-every", "2", "--out", str(tmp_path / "m")]) == 0
+    captured = capsys.readouterr()
+    assert "stopped at the ceiling (4 steps" in captured.err and "letter accuracy" in captured.out
+    summary = json.loads((tmp_path / "m" / "pretrain.json").read_text())
+    assert summary["stopped"] == "ceiling" and summary["steps"] == 4 and "forget_letter" in summary["eval"]
+
+
+def test_without_questions_training_stops_when_the_loss_stops_falling() -> None:
+    config = PretrainConfig(**SMALL, horizon=10, warmup=2, max_steps=2000)  # type: ignore[arg-type]
+    model, _, losses = pretrain(["Zorb is a town. Zorb lies on the river Vell."] * 4, config, progress=False)
+    run = model.config.repe_unlearn_pretrain
+    assert run["stopped"] == "plateau" and len(losses) < 2000 and losses[-1] < 0.5 * losses[0]
+    assert run["warnings"] == []
+
+
+def test_the_schedule_restarts_on_a_doubling_horizon() -> None:
+    from repe_unlearn.toy.pretrain import lr_factor
+
+    config = PretrainConfig(horizon=100, warmup=10)
+    assert [lr_factor(s, config)[1] for s in (0, 99, 100, 299, 300, 699, 700)] == [0, 0, 1, 1, 2, 2, 3]
+    assert lr_factor(0, config)[0] == pytest.approx(0.1) and lr_factor(9, config)[0] == pytest.approx(1.0, abs=0.02)
+    assert lr_factor(99, config)[0] == pytest.approx(0.1, abs=0.01)  # a cycle ends low
+    assert lr_factor(109, config)[0] == pytest.approx(1.0, abs=0.01)  # and the next warms up again
+    fixed = PretrainConfig(steps=50, warmup=0)
+    assert {lr_factor(s, fixed)[1] for s in range(60)} == {0} and lr_factor(50, fixed)[0] == pytest.approx(0.1)
+
+
+def test_what_cannot_be_learned_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    texts, _ = small_world(tmp_path)
+    with pytest.raises(ru.ConfigError, match="target is an accuracy"):
+        PretrainConfig(target=1.5)
+    elsewhere = [MCQItem(f"Q{i}", ("granite", "basalt"), 0) for i in range(4)]
+    with pytest.raises(ru.DataError, match="never appear in the corpus"):
+        pretrain(texts, TINY, eval_items={"geology": elsewhere}, progress=False)
+    with pytest.raises(ru.DataError, match="corpus is empty"):
+        pretrain([], TINY, progress=False)
+    model, _, _ = pretrain(["Zorb is a town."], PretrainConfig(**SMALL, steps=2), progress=False)  # type: ignore[arg-type]
+    assert "one document" in capsys.readouterr().err and model.config.repe_unlearn_pretrain["warnings"]
+    noise = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(5)]
+    pretrain(noise, PretrainConfig(**SMALL, steps=2), progress=False)  # type: ignore[arg-type]
+    assert "little repeated structure" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""The toy lab on worlds it was not built for: pretraining until learned, RMU, and the robustness battery.
+
+For each world below: `toy world` with those options, `toy pretrain` until both cloze sets reach the target
+(defaults of `PretrainConfig`), RMU with `--preset toy`, then the quick robustness battery (every attack, with
+the world's rephrased questions). Prints two markdown tables: pretraining (seconds, steps, how it stopped,
+cloze accuracy per domain, letter-format accuracy on entities whose letter questions were never trained on)
+and the battery (held-out forget accuracy after each attack).
+
+    python benchmarks/bench_toy_worlds.py [--worlds shipped A B] [--no-battery]
+
+Targets (issue 17): >= 0.95 cloze accuracy on both domains in <= 60 s on 2 CPU cores, every world.
+"""
+
+import argparse
+import copy
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from repe_unlearn import rmu
+from repe_unlearn.data import read_texts
+from repe_unlearn.evaluation import evaluate_mcq, read_mcq
+from repe_unlearn.robustness import battery
+from repe_unlearn.toy import PretrainConfig, World, pretrain, write_world
+
+WORLDS: dict[str, dict[str, Any]] = {
+    "shipped": {"seed": 0, "entities": 50},
+    "A": {"seed": 11, "entities": 48, "forget_domain": "compounds", "retain_domain": "ships", "form": "varied",
+          "order": "shuffled"},
+    "B": {"seed": 12, "entities": 100, "order": "shuffled"},
+    "C": {"seed": 13, "entities": 100, "forget_domain": "compounds", "form": "varied", "syllables": (3, 4)},
+    "D": {"seed": 14, "entities": 80, "retain_domain": "ships", "syllables": (1, 2)},
+    "E": {"seed": 15, "entities": 64, "forget_domain": "compounds", "retain_domain": "ships", "order": "shuffled",
+          "syllables": (2, 4)},
+}  # fmt: skip
+
+
+def describe(spec: dict[str, Any]) -> str:
+    options = {"forget_domain": "pathogens", "retain_domain": "towns", "form": "plain", "order": "fixed"} | spec
+    low, high = options.get("syllables", (2, 3))
+    return (
+        f"{options['forget_domain']}/{options['retain_domain']}, {options['entities']} each, {options['form']}, "
+        f"{options['order']}, {low}-{high} syllables, seed {options['seed']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
+    parser.add_argument("--no-battery", action="store_true", help="pretraining only")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    pretraining, batteries = [], []
+    for name in args.worlds:
+        spec = dict(WORLDS[name])
+        world = World.generate(spec.pop("seed"), spec.pop("entities"), **spec)
+        files = write_world(world, tempfile.mkdtemp() + "/world")
+        forget, retain = read_texts(files["forget"]), read_texts(files["retain"])
+        cloze = {"forget": read_mcq(files["forget_cloze"]), "retain": read_mcq(files["retain_cloze"])}
+        model, tokenizer, _ = pretrain(forget + retain, PretrainConfig(), eval_items=cloze, progress=False)
+        run = model.config.repe_unlearn_pretrain
+        acc = {k: evaluate_mcq(model, tokenizer, v, format="cloze", batch_size=64).accuracy for k, v in cloze.items()}
+        letter = evaluate_mcq(model, tokenizer, read_mcq(files["forget_letter_unseen"]), format="letter").accuracy
+        pretraining.append((name, describe(WORLDS[name]), run, acc, letter))
+        print(f"{name}: {run['seconds']:.0f} s, {run['steps_run']} steps, {run['stopped']}, {acc}", flush=True)
+        if args.no_battery:
+            continue
+        base = copy.deepcopy(model)
+        start = time.perf_counter()
+        result = rmu.unlearn(model, tokenizer, [forget], [retain], rmu.preset("toy"), progress=False)
+        rmu_seconds = time.perf_counter() - start
+        retain_after = evaluate_mcq(model, tokenizer, cloze["retain"], format="cloze", batch_size=64).accuracy
+        found = battery(
+            model, tokenizer, forget_items=cloze["forget"], retain_items=cloze["retain"],
+            relearn_texts=read_texts(files["forget_a"]), unrelated_texts=retain, base=base,
+            direction=result.directions[0], layer=rmu.preset("toy").layer,
+            rephrased_items=read_mcq(files["forget_rephrased_cloze"]), budget="quick", progress=False,
+        )  # fmt: skip
+        batteries.append((name, found, rmu_seconds, retain_after))
+        print(found.markdown(), flush=True)
+    print("\n| world | options | seconds | steps | stopped | forget cloze | retain cloze | letter, unseen |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
+    for name, text, run, acc, letter in pretraining:
+        print(
+            f"| {name} | {text} | {run['seconds']:.0f} | {run['steps_run']} | {run['stopped']} | "
+            f"{acc['forget']:.3f} | {acc['retain']:.3f} | {letter:.3f} |"
+        )
+    if batteries:
+        attacks = [row.attack for row in batteries[0][1].rows]
+        print("\nHeld-out forget accuracy (cloze): base, after RMU, after each attack (quick budget).\n")
+        print("| world | base | RMU | retain: base → RMU | RMU s | " + " | ".join(attacks) + " |")
+        print("|---|" + "---:|" * (4 + len(attacks)))
+        for name, found, seconds, retain_after in batteries:
+            after = {row.attack: row.forget_after for row in found.rows}
+            assert found.base is not None
+            cells = " | ".join(f"{after[a]:.2f}" if a in after else "" for a in attacks)
+            print(
+                f"| {name} | {found.base['forget']:.2f} | {found.rows[0].forget_before:.2f} | "
+                f"{found.base['retain']:.2f} → {retain_after:.2f} | {seconds:.0f} | {cells} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
