@@ -63,8 +63,12 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     return tensors, header
 
 
-def load_tensors(path: str | os.PathLike[str], *, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a file written by :func:`save_tensors` whose metadata ``kind`` is ``kind``."""
+def load_tensors(
+    path: str | os.PathLike[str], *, kind: str | tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors` whose metadata ``kind`` is ``kind`` (or one of them)."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    kind = " or ".join(repr(k) for k in kinds)
     tensors, header = read_safetensors(path)
     try:
         metadata = json.loads(header[_META_KEY])
@@ -73,6 +77,6 @@ def load_tensors(path: str | os.PathLike[str], *, kind: str) -> tuple[dict[str, 
             f"{path} is a safetensors file but was not written by repe_unlearn (no '{_META_KEY}' metadata); "
             f"expected a {kind} file"
         ) from None
-    if metadata.get("kind") != kind:
-        raise FormatError(f"{path} holds a {metadata.get('kind')!r}, expected a {kind!r}")
+    if metadata.get("kind") not in kinds:
+        raise FormatError(f"{path} holds a {metadata.get('kind')!r}, expected a {kind}")
     return tensors, metadata

@@ -5,6 +5,7 @@ import numbers
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, SupportsFloat
 
 import einops
@@ -18,9 +19,10 @@ from ._models import HEAD_POINTS, RESIDUAL_POINTS, ResidualPoint, d_model, input
 from ._positions import Positions, check_positions, position_mask
 from ._typing import Activations, Direction
 from .data import tokenize_batches
-from .errors import ConfigError, HookPointError, LayerNotFoundError, ShapeError
+from .errors import ConfigError, FormatError, HookPointError, LayerNotFoundError, ShapeError
 
 _KIND = "control_vector"
+RMU_KIND = "rmu_control_vectors"  # RMU's targets: keys "0".."T-1", unit vectors at the steered layer
 
 
 def _check_direction(layer: int | str, vector: Any) -> Tensor:
@@ -263,9 +265,17 @@ class ControlVector:
         save_tensors(path, {f"layers.{k}": v for k, v in self.items()}, meta, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "ControlVector":
-        """Read a vector written by :meth:`save`."""
-        tensors, meta = load_tensors(path, kind=_KIND)
+    def load(cls, path: str | os.PathLike[str], *, topic: int = 0, layer: int | None = None) -> "ControlVector":
+        """Read any vector file the package writes: one written by :meth:`save` (``from_contrastive`` results,
+        probe directions, combinations), or RMU's ``control_vectors.safetensors``.
+
+        From an RMU file: forget topic ``topic``'s unit direction u at the steered layer, with RMU's coefficient
+        c in ``metadata["coefficient"]`` (so ``vector.apply(model, vector.metadata["coefficient"])`` adds the
+        target c·u). The layer is the file's; for files written before it was recorded, the ``rmu_config.json``
+        beside the file, or ``layer``."""
+        tensors, meta = load_tensors(path, kind=(_KIND, RMU_KIND))
+        if meta["kind"] == RMU_KIND:
+            return cls._from_rmu(path, tensors, meta, topic, layer)
         try:
             directions = {int(key.removeprefix("layers.")): v for key, v in tensors.items()}
         except ValueError:
@@ -273,6 +283,37 @@ class ControlVector:
         point = meta.pop("point", "resid_post")
         meta.pop("kind")
         return cls(directions, point=point, metadata=meta)
+
+    @classmethod
+    def _from_rmu(
+        cls,
+        path: str | os.PathLike[str],
+        tensors: dict[str, Tensor],
+        meta: dict[str, Any],
+        topic: int,
+        layer: int | None,
+    ) -> "ControlVector":
+        if str(topic) not in tensors:
+            raise ConfigError(f"{path} holds RMU topics {sorted(tensors, key=int)}; there is no topic {topic}")
+        recorded = meta.get("layer")
+        beside = Path(path).parent / "rmu_config.json"
+        if recorded is None and beside.is_file():
+            import json
+
+            try:
+                recorded = json.loads(beside.read_text(encoding="utf-8"))["config"]["layer"]
+            except (ValueError, KeyError, TypeError):
+                raise FormatError(f"{beside} is not an rmu_config.json written by repe-unlearn") from None
+        if recorded is not None and layer is not None and int(recorded) != layer:
+            raise ConfigError(f"{path} was steered at layer {recorded}, not {layer}")
+        steered = int(recorded) if recorded is not None else layer
+        if steered is None:
+            raise ConfigError(f"{path} does not say its steered layer and no rmu_config.json is beside it; pass layer=")
+        coefficients = meta.get("coefficients") or []
+        metadata: dict[str, Any] = {"source": "rmu", "topic": topic, "file": os.fspath(path)}
+        if topic < len(coefficients):
+            metadata["coefficient"] = float(coefficients[topic])
+        return cls({steered: tensors[str(topic)].float()}, metadata=metadata)
 
     def _repr_html_(self) -> str:
         """A table per layer for notebooks: norm and the first values of each direction."""

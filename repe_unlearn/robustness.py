@@ -107,7 +107,10 @@ class Battery:
     def to_dict(self) -> dict[str, Any]:
         """The ``robustness.json`` layout."""
         return {
-            "attacks": {row.attack: {**asdict(row), "recovered": self.recovered(row)} for row in self.rows},
+            "attacks": {
+                row.attack: {**asdict(row), "base": self.base_for(row), "recovered": self.recovered(row)}
+                for row in self.rows
+            },
             "base": self.base,
             "chance": self.chance,
             "held_out_entities": self.held_out_entities,

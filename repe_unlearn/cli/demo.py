@@ -29,6 +29,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nthe robustness battery (held-out pathogens, before -> after; share of the forgotten accuracy recovered):")
     for name, row in battery["attacks"].items():
         share = "" if row["recovered"] is None else f"  {row['recovered']:.0%}"
+        if "base_forget" in row["details"]:  # measured otherwise than the plain questions: its own base
+            share += f"  (base model asked alike: {row['details']['base_forget']:.3f})"
         print(f"  {name:<26} {row['forget_before']:.3f} -> {row['forget_after']:.3f}{share}")
     print(f"  {battery['verdict']}")
     total = sum(result.seconds.values())

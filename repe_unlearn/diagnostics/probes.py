@@ -5,7 +5,8 @@ prompt token, or forget-vs-retain from a text's mean activation). ``fit_choice_p
 cloze item from the activation at the end of its stem, with one read-out per distinct choice text.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -13,16 +14,48 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from .._vectors import ControlVector
+
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Held-out accuracy of a probe, with the chance level to read it against."""
+    """Held-out accuracy of a probe, with the chance level to read it against, and its weights.
+
+    ``weight`` is ``[d_model class]`` in the activations' own units (the standardisation folded in): the
+    logit of class k is ``x @ weight[:, k] + bias[k]``. :meth:`direction` turns two classes into a
+    `ControlVector` to steer or ablate with.
+    """
 
     test_accuracy: float
     train_accuracy: float
     chance: float
     n_train: int
     n_test: int
+    weight: Tensor | None = field(default=None, compare=False, repr=False)
+    bias: Tensor | None = field(default=None, compare=False, repr=False)
+    layer: int | None = None  # the layer whose activations it read, where the caller said
+
+    def direction(self, class_a: int, class_b: int, *, layer: int | None = None) -> "ControlVector":
+        """The direction that raises class ``class_a``'s logit over ``class_b``'s, ``weight[:, a] - weight[:, b]``,
+        as a `ControlVector` at the probe's layer (or ``layer``), normalised to unit length."""
+        from .._vectors import ControlVector
+
+        if self.weight is None:
+            raise ConfigError("this probe result holds no weights")
+        classes = self.weight.shape[1]
+        for name, k in (("class_a", class_a), ("class_b", class_b)):
+            if not 0 <= k < classes:
+                raise ConfigError(f"{name} {k} is not a class of this probe (0..{classes - 1})")
+        if class_a == class_b:
+            raise ConfigError("class_a and class_b are the same class: no direction separates them")
+        where = layer if layer is not None else self.layer
+        if where is None:
+            raise ConfigError("this probe does not know its layer; pass layer=")
+        vector = self.weight[:, class_a] - self.weight[:, class_b]
+        metadata = {"source": "probe", "class_a": class_a, "class_b": class_b, "norm": float(vector.norm())}
+        metadata["test_accuracy"] = self.test_accuracy
+        return ControlVector({where: vector / vector.norm().clamp(min=1e-12)}, metadata=metadata)
 
 
 def split(n: int, *, test_fraction: float = 0.3, seed: int = 0, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -67,10 +100,21 @@ def _lbfgs(params: list[Tensor], loss_fn: object, max_iter: int) -> None:
     optimizer.step(closure)  # type: ignore[no-untyped-call]
 
 
-def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
+def _stats(train: Tensor) -> tuple[Tensor, Tensor]:
     dims = tuple(range(train.ndim - 1))
-    mean, std = train.mean(dim=dims), train.std(dim=dims).clamp(min=1e-6)
+    return train.mean(dim=dims), train.std(dim=dims).clamp(min=1e-6)
+
+
+def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
+    mean, std = _stats(train)
     return [(t - mean) / std for t in (train, *others)]
+
+
+def _raw(weight: Tensor, bias: Tensor, train: Tensor) -> tuple[Tensor, Tensor]:
+    """Weights on standardised inputs -> the same read-out on the raw activations."""
+    mean, std = _stats(train)
+    raw = weight.detach() / std[:, None]
+    return raw, bias.detach() - mean @ raw
 
 
 def fit_probe(
@@ -83,6 +127,7 @@ def fit_probe(
     l2: float = 1e-3,
     max_iter: int = 200,
     indices: tuple[Tensor, Tensor] | None = None,
+    layer: int | None = None,
 ) -> ProbeResult:
     """Multinomial logistic regression on a seeded split (or on ``indices``: the train and test rows, to keep
     what the probe learns from apart from what it is scored on); chance is the test set's majority-class rate."""
@@ -105,7 +150,8 @@ def fit_probe(
         train_acc = float(((x_train @ weight + bias).argmax(-1) == y_train).float().mean())
         test_acc = float(((x_test @ weight + bias).argmax(-1) == y_test).float().mean())
     chance = float(torch.bincount(y_test, minlength=classes).max()) / len(y_test)
-    return ProbeResult(test_acc, train_acc, chance, len(train), len(test))
+    raw, raw_bias = _raw(weight, bias, features[train].float())
+    return ProbeResult(test_acc, train_acc, chance, len(train), len(test), raw, raw_bias, layer)
 
 
 def fit_choice_probe(
@@ -119,6 +165,7 @@ def fit_choice_probe(
     l2: float = 1e-3,
     max_iter: int = 200,
     indices: tuple[Tensor, Tensor] | None = None,
+    layer: int | None = None,
 ) -> ProbeResult:
     """Cloze items: from the activation at the end of the stem, score each choice with that choice's own
     linear read-out (one weight vector per distinct choice text) and pick the highest of the item's choices.
@@ -150,4 +197,6 @@ def fit_choice_probe(
     with torch.no_grad():
         train_acc = float((scores(x_train, ids_train).argmax(-1) == y_train).float().mean())
         test_acc = float((scores(x_test, ids_test).argmax(-1) == y_test).float().mean())
-    return ProbeResult(test_acc, train_acc, 1.0 / choice_ids.shape[1], len(train), len(test))
+    raw, raw_bias = _raw(weight, bias, features[train].float())
+    chance = 1.0 / choice_ids.shape[1]
+    return ProbeResult(test_acc, train_acc, chance, len(train), len(test), raw, raw_bias, layer)

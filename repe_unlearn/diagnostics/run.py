@@ -199,7 +199,9 @@ def probe_per_layer(
     answers = torch.tensor([item.answer for item in items])
     if format == "letter":
         width = max(len(item.choices) for item in items)
-        return [fit_probe(x[i], answers, n_classes=width, seed=seed, indices=indices) for i in range(x.shape[0])]
+        return [
+            fit_probe(x[i], answers, n_classes=width, seed=seed, indices=indices, layer=i) for i in range(x.shape[0])
+        ]
     if len({len(item.choices) for item in items}) != 1:
         raise ConfigError("cloze probes need the same number of choices in every item")
     seen = {choice for item in train_items for choice in item.choices}
@@ -210,7 +212,8 @@ def probe_per_layer(
     index = {text: k for k, text in enumerate(texts)}
     ids = torch.tensor([[index[c] for c in item.choices] for item in items])
     return [
-        fit_choice_probe(x[i], ids, answers, n_values=len(texts), seed=seed, indices=indices) for i in range(x.shape[0])
+        fit_choice_probe(x[i], ids, answers, n_values=len(texts), seed=seed, indices=indices, layer=i)
+        for i in range(x.shape[0])
     ]
 
 
@@ -291,7 +294,7 @@ def diagnose(
         probes[name] = {}
         domain_x = torch.cat([f.text_means["forget"], f.text_means["retain"]], dim=1)
         domain_y = torch.cat([torch.zeros(len(forget)), torch.ones(len(retain))]).long()
-        probes[name]["domain"] = [fit_probe(domain_x[i], domain_y, n_classes=2, seed=seed) for i in layers]
+        probes[name]["domain"] = [fit_probe(domain_x[i], domain_y, n_classes=2, seed=seed, layer=i) for i in layers]
         for file, items in mcq.items():
             answers = torch.tensor([item.answer for item in items])
             x = f.mcq[file]
@@ -300,11 +303,11 @@ def diagnose(
                 index = {text: k for k, text in enumerate(texts)}
                 ids = torch.tensor([[index[c] for c in item.choices] for item in items])
                 probes[name][file] = [
-                    fit_choice_probe(x[i], ids, answers, n_values=len(texts), seed=seed) for i in layers
+                    fit_choice_probe(x[i], ids, answers, n_values=len(texts), seed=seed, layer=i) for i in layers
                 ]
             else:
                 width = max(len(item.choices) for item in items)
-                probes[name][file] = [fit_probe(x[i], answers, n_classes=width, seed=seed) for i in layers]
+                probes[name][file] = [fit_probe(x[i], answers, n_classes=width, seed=seed, layer=i) for i in layers]
     accuracy = {name: {k: [r.test_accuracy for r in v] for k, v in per.items()} for name, per in probes.items()}
     first = next(iter(probes.values()))
     chance = {k: max(r.chance for r in v) for k, v in first.items()}

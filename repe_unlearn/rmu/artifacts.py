@@ -260,7 +260,12 @@ def save_unlearned(
         if tokenizer is not None:
             save_tokenizer(tmp, tokenizer, tokenizer_source)
         save_delta(tmp / "rmu_delta.safetensors", model, result)
-        save_directions(tmp / "control_vectors.safetensors", result.directions)
+        save_directions(
+            tmp / "control_vectors.safetensors",
+            result.directions,
+            layer=result.config.layer,
+            coefficients=result.coefficients,
+        )
         summary = {**_summary(result, extra), "weights_written": how}
         partial = partial_layers(model)
         if partial is not None:

@@ -8,12 +8,13 @@ RMU composes with steering.
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._io import read_safetensors, save_tensors
-from .._vectors import ControlVector
+from .._vectors import RMU_KIND, ControlVector
 from ..errors import FormatError, ShapeError
 
 
@@ -78,7 +79,20 @@ def load_directions(path: str | os.PathLike[str], n_topics: int, d_model: int) -
     return torch.stack([_unit(tensors[key], f"{path}[{key!r}]", d_model) for key in expected])
 
 
-def save_directions(path: str | os.PathLike[str], directions: Tensor, *, overwrite: bool = False) -> None:
-    """Write targets in the ``--control-vectors`` format (keys "0", "1", ...)."""
+def save_directions(
+    path: str | os.PathLike[str],
+    directions: Tensor,
+    *,
+    layer: int | None = None,
+    coefficients: Sequence[float] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write targets in the ``--control-vectors`` format (keys "0", "1", ...), with the steered ``layer`` and
+    the ``coefficients`` c used, where known: `ControlVector.load` then reads them as steering vectors."""
     tensors = {str(i): row for i, row in enumerate(directions)}
-    save_tensors(path, tensors, {"kind": "rmu_control_vectors"}, overwrite=overwrite)
+    meta: dict[str, Any] = {"kind": RMU_KIND}
+    if layer is not None:
+        meta["layer"] = int(layer)
+    if coefficients is not None:
+        meta["coefficients"] = [float(c) for c in coefficients]
+    save_tensors(path, tensors, meta, overwrite=overwrite)

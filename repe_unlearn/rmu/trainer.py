@@ -74,6 +74,14 @@ class RMUResult:
     history: list[StepLog] = field(default_factory=list)
     original: dict[str, Tensor] = field(default_factory=dict, repr=False)  # the selected tensors before
 
+    def control_vector(self, topic: int = 0) -> ControlVector:
+        """Forget topic ``topic``'s target as a steering vector: the unit direction u at the steered layer,
+        with the coefficient c in ``metadata["coefficient"]`` (``.apply(model, c)`` adds RMU's target c·u)."""
+        if not 0 <= topic < len(self.directions):
+            raise ConfigError(f"this run has {len(self.directions)} forget topic(s); there is no topic {topic}")
+        metadata = {"source": "rmu", "topic": topic, "coefficient": float(self.coefficients[topic])}
+        return ControlVector({self.config.layer: self.directions[topic]}, metadata=metadata)
+
     def _repr_html_(self) -> str:
         """Summary and loss table for notebooks."""
         first, last = (self.history[0], self.history[-1]) if self.history else (None, None)
