@@ -1,7 +1,8 @@
 """repe_unlearn: activation editing for HuggingFace causal LMs with hooks, and RMU unlearning built on it.
 
 The public surface, in one place: the names this file exports (the intervention layer), and the subpackages
-``rmu``, ``evaluation``, ``diagnostics``, ``attacks``, ``data``, ``plots``, ``toy``, ``errors`` and
+``rmu``, ``evaluation``, ``diagnostics``, ``attacks``, ``robustness``, ``data``, ``plots``, ``toy``, ``errors``,
+``interop`` (lazy imports of lm-eval, gguf, repeng, steering-vectors formats) and
 ``nnsight_adapter`` (imported only when asked for: ``import nnsight`` patches globally). Modules whose names
 start with ``_`` are private; their public names are re-exported here. Names load on first use, so
 ``import repe_unlearn`` (and ``repe-unlearn --help``) costs no torch import.

@@ -18,6 +18,7 @@ from .inspect import add_inspect_parser
 from .robustness import add_robustness_parser
 from .toy import add_toy_parser
 from .unlearn import add_unlearn_parser
+from .vector import add_vector_parser
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_diagnose_parser,
         add_attack_parser,
         add_robustness_parser,
+        add_vector_parser,
         add_demo_parser,
     ):
         add_parser(sub)

@@ -78,6 +78,8 @@ def input_paths(args: argparse.Namespace) -> list[str]:
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and item and os.path.exists(item):
                 found.append(item)
+            elif isinstance(item, str) and ":" in item and os.path.exists(item.rpartition(":")[0]):
+                found.append(item.rpartition(":")[0])  # --steer FILE:COEFF
     model = getattr(args, "model", None)
     if isinstance(model, str):
         recorded = _recorded_base(model)

@@ -19,6 +19,7 @@ from ._common import (
     rmu_record,
     tokenizer_for,
 )
+from ._steering import add_intervention_flags, load_target_model, recorded, with_interventions
 
 
 def _scorer(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[Any, str], float]:
@@ -60,11 +61,13 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
     if args.json:
         from .._outputs import write_text_atomically
 
-        write_text_atomically(args.json, json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
+        record = {"model": args.model, **result.to_dict(), "interventions": recorded(args)}
+        write_text_atomically(args.json, json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
 
+@with_interventions
 def cmd_relearn(args: argparse.Namespace) -> int:
     """Fine-tune the model on a corpus and evaluate every k steps: does held-out knowledge come back?"""
     from ..attacks import relearn
@@ -74,7 +77,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     texts = read_texts(args.train, text_field=args.text_field)
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     result = relearn(
         model,
@@ -95,6 +98,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     return _finish(args, result)
 
 
+@with_interventions
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Project RMU's direction out of the residual stream at the steered layer and after it, then evaluate."""
     import torch
@@ -115,7 +119,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     vectors_path = Path(args.control_vectors or Path(args.model) / "control_vectors.safetensors")
     if args.direction == "control-vector" and not vectors_path.is_file():
         raise ConfigError(f"no control vector at {vectors_path}; pass --control-vectors or --direction mean-diff")
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     if args.direction == "mean-diff":
         base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
@@ -128,6 +132,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return _finish(args, result)
 
 
+@with_interventions
 def cmd_suffix(args: argparse.Namespace) -> int:
     """Search a universal adversarial suffix (GCG) on some forget items; evaluate held-out items with it."""
     from ..attacks import AttackResult, gcg_suffix, with_suffix
@@ -136,7 +141,7 @@ def cmd_suffix(args: argparse.Namespace) -> int:
 
     _check_outputs(args)
     train = [item for path in args.train_mcq for item in read_mcq(path)]
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     evaluate = _evaluator(args, model, tokenizer)
     before = evaluate()
@@ -169,6 +174,7 @@ def cmd_suffix(args: argparse.Namespace) -> int:
     return _finish(args, result)
 
 
+@with_interventions
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Round the model's decoder weights to int8/int4 (round-to-nearest, per channel or group-wise), evaluate."""
     from ..attacks import quantize
@@ -182,12 +188,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 f"--setting {spec!r}: give BITS:SCHEME, BITS one of 8, 4, 3, 2, SCHEME per-channel or group"
             )
         settings.append((int(bits), scheme))
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     results = quantize(model, evaluate=_evaluator(args, model, tokenizer), settings=tuple(settings), group=args.group)  # type: ignore[arg-type]
     return _finish_several(args, results)
 
 
+@with_interventions
 def cmd_few_shot(args: argparse.Namespace) -> int:
     """Put k solved questions about other entities before each question, for each k; evaluate."""
     from ..attacks import few_shot
@@ -201,7 +208,7 @@ def cmd_few_shot(args: argparse.Namespace) -> int:
     ks = [int(k) for k in args.k.split(",") if k.strip()] if args.k else [1, 3, 5]
     if not ks or any(k < 1 for k in ks):
         raise ConfigError(f"--k takes positive integers separated by commas, got {args.k!r}")
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     score = _scorer(args, model, tokenizer)
     results = []
@@ -222,12 +229,13 @@ def _finish_several(args: argparse.Namespace, results: list[Any]) -> int:
     if args.json:
         from .._outputs import write_text_atomically
 
-        record = {"model": args.model, "attacks": [r.to_dict() for r in results]}
+        record = {"model": args.model, "attacks": [r.to_dict() for r in results], "interventions": recorded(args)}
         write_text_atomically(args.json, json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
 
+@with_interventions
 def cmd_unrelated(args: argparse.Namespace) -> int:
     """Fine-tune on text that never names an evaluated entity (e.g. the retain corpus); evaluate."""
     from ..attacks import unrelated
@@ -239,7 +247,7 @@ def cmd_unrelated(args: argparse.Namespace) -> int:
     entities = [item.entity for items in mcq_sets(checked).values() for item in items if item.entity]
     if not entities:
         raise ConfigError("the held-out items carry no 'entity' field, so --train cannot be checked against them")
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     result = unrelated(
         model,
@@ -273,6 +281,7 @@ def _eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attack's sampling")
     add_model_flags(parser)
+    add_intervention_flags(parser)
 
 
 def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

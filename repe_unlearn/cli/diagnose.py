@@ -6,8 +6,10 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._common import distinct_inputs, input_paths, load_model, mcq_sets, positive_int, rmu_record, tokenizer_for
+from ._steering import add_intervention_flags, load_target_model, with_interventions
 
 
+@with_interventions
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Residual norms and linear probes per layer for a model (and its base), written as JSON, PNGs and a report."""
     import torch
@@ -38,7 +40,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     elif args.control_vectors:
         raise ConfigError(f"control vector file {vectors} does not exist")
     steered, updated = rmu_record(args.model)
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     base = None
     if args.base:
         base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
@@ -113,4 +115,5 @@ def add_diagnose_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--float16", action="store_true", help="keep cached features in float16 (half the memory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_model_flags(p)
+    add_intervention_flags(p)
     p.set_defaults(func=cmd_diagnose)

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, input_paths, load_model, mcq_sets, positive_int, tokenizer_for
+from ._common import add_model_flags, input_paths, mcq_sets, positive_int, tokenizer_for
+from ._steering import add_intervention_flags, load_target_model, recorded, with_interventions
 
 
+@with_interventions
 def cmd_eval(args: argparse.Namespace) -> int:
     """Multiple-choice accuracy (WMDP/MMLU format, as lm-eval scores it) and perplexity of a model."""
     from .._distributed import is_main
@@ -25,7 +27,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--json and --predictions name the same file; give two paths")
     item_sets = mcq_sets(args.mcq)
     texts = read_texts(args.perplexity) if args.perplexity else None
-    model = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     results: dict[str, Any] = {}
     lines = []
@@ -54,7 +56,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not main_rank:  # under torchrun rank 0 alone writes
         return 0
     if args.json:
-        write_text_atomically(args.json, json.dumps({"model": args.model, "results": results}, indent=2) + "\n")
+        record = {"model": args.model, "results": results, "interventions": recorded(args)}
+        write_text_atomically(args.json, json.dumps(record, indent=2) + "\n")
     if args.predictions:
         write_text_atomically(args.predictions, "".join(json.dumps(line) + "\n" for line in lines))
     return 0
@@ -88,4 +91,5 @@ def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     evaluate.add_argument("--predictions", metavar="OUT.jsonl", help="one line per item: index, pred, answer, scores")
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing --json/--predictions files")
     add_model_flags(evaluate)
+    add_intervention_flags(evaluate)
     evaluate.set_defaults(func=cmd_eval)
