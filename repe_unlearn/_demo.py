@@ -49,7 +49,7 @@ def _evaluate(model: Any, tokenizer: Any, items: dict[str, Any]) -> dict[str, fl
 
 def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Run the demo and write its outputs to ``out`` (refused if it exists and is not empty)."""
-    target = OutputDir(out, overwrite=overwrite)  # checked before any compute
+    target = OutputDir(out, overwrite=overwrite, kind="demo")  # checked before any compute
     timings: dict[str, float] = {}
     start = time.perf_counter()
     model, tokenizer = load_shipped_model()

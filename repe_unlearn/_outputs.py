@@ -63,13 +63,18 @@ def _check_against_inputs(target: Path, inputs: Iterable[PathLike | None], what:
             raise ConfigError(f"{what} {target} lies inside the input {given}; choose a path outside every input")
 
 
-def _own_files(directory: Path) -> list[str] | None:
-    """The files a directory's marker lists, or None when it has no readable marker."""
+def _marker(directory: Path) -> dict[str, Any]:
+    """A directory's marker, or {} when it has no readable one."""
     try:
         record = json.loads((directory / MARKER).read_text())
     except (OSError, ValueError):
-        return None
-    files = record.get("files") if isinstance(record, dict) else None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _own_files(directory: Path) -> list[str] | None:
+    """The files a directory's marker lists, or None when it has no readable marker."""
+    files = _marker(directory).get("files")
     return [str(f) for f in files] if isinstance(files, list) else None
 
 
@@ -103,7 +108,17 @@ def _listing(names: list[str]) -> str:
 class OutputDir:
     """An output directory, checked when made (before any compute) and filled by :meth:`write`."""
 
-    def __init__(self, out: PathLike, *, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()) -> None:
+    def __init__(
+        self,
+        out: PathLike,
+        *,
+        overwrite: bool = False,
+        inputs: Iterable[PathLike | None] = (),
+        kind: str | None = None,
+    ) -> None:
+        """``kind`` names what is written ("toy world", "robustness", ...): ``--overwrite`` replaces only an
+        output of the same kind, so one command's ``--out`` never deletes another command's results."""
+        self.kind = kind
         if not str(out).strip():
             raise ConfigError("--out is empty; give a directory path")
         if os.path.islink(out):
@@ -141,6 +156,14 @@ class OutputDir:
                 f"{self.given} holds files repe-unlearn did not write there ({_listing(foreign)}); --overwrite "
                 "replaces only this tool's outputs: move them or choose another --out"
             )
+        marker = _marker(self.target)
+        written = marker.get("kind")
+        if self.kind is not None and marker and written != self.kind:
+            what = f"a {written} output" if written else "an output of another repe-unlearn command"
+            raise FileExistsError(
+                f"{self.given} holds {what}, not a {self.kind} output; --overwrite replaces only the same kind of "
+                "output: choose another --out, or remove it yourself"
+            )
 
     def check_file(self, path: PathLike | None, flag: str) -> None:
         """Refuse an output file (``--log-jsonl``) that would land inside this directory."""
@@ -155,7 +178,8 @@ class OutputDir:
             fill(tmp)
             _apply_umask(tmp)  # some writers (safetensors) make private files; results look like any new file
             files = _present(tmp)
-            (tmp / MARKER).write_text(json.dumps({"tool": "repe-unlearn", "files": files}, indent=1) + "\n")
+            record = {"tool": "repe-unlearn", "kind": self.kind, "files": files}
+            (tmp / MARKER).write_text(json.dumps(record, indent=1) + "\n")
             os.chmod(tmp / MARKER, 0o666 & ~_umask())
             self._move(tmp)
         finally:

@@ -17,16 +17,18 @@ from .result import AttackResult
 
 
 def mentions(texts: Sequence[str], entities: Sequence[str]) -> list[tuple[str, str]]:
-    """``(entity, text)`` for each text naming one of ``entities`` (whole words, any case)."""
+    """``(entity, text)`` for every entity each text names (whole words, any case; each name once per text)."""
     names = sorted({e for e in entities if e}, key=len, reverse=True)
     if not names:
         return []
     pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.IGNORECASE)
     found = []
     for text in texts:
-        match = pattern.search(text)
-        if match:
-            found.append((match.group(1), text))
+        seen: set[str] = set()
+        for match in pattern.finditer(text):
+            if match.group(1).lower() not in seen:
+                seen.add(match.group(1).lower())
+                found.append((match.group(1), text))
     return found
 
 

@@ -20,7 +20,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data import read_texts
     from ..diagnostics import diagnose, write_report
 
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="diagnose")
     distinct_inputs(("--forget and --retain", args.forget, args.retain), ("--model and --base", args.model, args.base))
     forget, retain = read_texts(args.forget), read_texts(args.retain)
     mcq = mcq_sets(args.mcq)

@@ -14,7 +14,10 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from ..data import read_mcq, read_texts
     from ..robustness import ATTACKS, battery
 
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))  # checked before any compute
+    # checked before any compute
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="robustness")
+    if args.attacks is not None and not args.attacks.strip(","):
+        raise ConfigError(f"--attacks is empty; give some of: {', '.join(ATTACKS)}")
     chosen = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else list(ATTACKS)
     unknown = [a for a in chosen if a not in ATTACKS]
     if unknown:
@@ -53,7 +56,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         rephrased_items=rephrased,
         format=args.format,
         subject=args.subject,
-        attacks=chosen,
+        attacks=chosen if args.attacks else None,  # named ones must run; the default list skips what cannot
         budget=args.budget,
         seed=args.seed,
         on_attack=report,

@@ -14,7 +14,7 @@ def cmd_toy_world(args: argparse.Namespace) -> int:
     from .._outputs import OutputDir
     from ..toy import World, write_world
 
-    out = OutputDir(args.out, overwrite=args.overwrite)
+    out = OutputDir(args.out, overwrite=args.overwrite, kind="toy world")
     world = World.generate(
         args.seed,
         args.entities,
@@ -42,7 +42,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     from ..toy import PretrainConfig, pretrain
 
     config = config_from_args(args, PretrainConfig, {})
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="toy pretrain")
     texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
     item_sets = mcq_sets(args.eval_mcq)
     letter_sets = mcq_sets(args.eval_letter)
@@ -60,15 +60,17 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
             print(f"{name:<24} {format} accuracy {result.accuracy:.3f} (n={result.n})")
     seconds, steps = run["seconds"], run["steps_run"]
     reached = min((r["accuracy"] for name, r in results.items() if name in item_sets), default=None)
+    warnings = list(run["warnings"])
     if run["stopped"] == "ceiling":
         where = f"accuracy {reached:.3f}" if reached is not None else f"loss {losses[-1]:.3f}"
-        print(
-            f"warning: stopped at the ceiling ({steps} steps, {seconds:.0f} s), {where}; the facts may not be "
-            "learned: raise --max-steps / --max-seconds",
-            file=sys.stderr,
+        warnings.append(
+            f"stopped at the ceiling ({steps} steps, {seconds:.0f} s), {where}; the facts may not be learned: "
+            "raise --max-steps / --max-seconds, or check that the questions are about this corpus"
         )
     elif run["stopped"] == "plateau" and reached is not None and reached < config.target:
-        print(f"warning: accuracy stopped rising at {reached:.3f}, below --target {config.target}", file=sys.stderr)
+        warnings.append(f"accuracy stopped rising at {reached:.3f}, below --target {config.target}")
+    for warning in warnings[len(run["warnings"]) :]:
+        print(f"warning: {warning}", file=sys.stderr)
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -81,7 +83,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
             "final_loss": losses[-1],
             "corpora": list(args.corpus),
             "eval": results,
-            "warnings": run["warnings"],
+            "warnings": warnings,
         }
         (tmp / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
 

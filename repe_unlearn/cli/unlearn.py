@@ -52,7 +52,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if len(args.retain) not in (1, len(args.forget)):
         raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")
     inputs = input_paths(args)
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs)  # every output checked before any compute
+    # every output checked before any compute
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs, kind="unlearned model")
     out.check_file(args.log_jsonl, "--log-jsonl")
     check_output_file(args.log_jsonl, "--log-jsonl", overwrite=args.overwrite, inputs=inputs)
     partial_path = args.log_jsonl + ".partial" if args.log_jsonl else None
@@ -161,7 +162,7 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
     from ..rmu import apply_delta
     from ..rmu.artifacts import apply_delta_to_checkpoint, save_tokenizer
 
-    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args))
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="unlearned model")
     tokenizer = None
     try:
         tokenizer = load_tokenizer(args.base, trust_remote_code=args.trust_remote_code)

@@ -272,5 +272,5 @@ def save_unlearned(
             summary["layers_loaded"] = f"0..{partial[0] - 1} of {partial[1]}"
         (tmp / "rmu_config.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    target = out if isinstance(out, OutputDir) else OutputDir(out, overwrite=overwrite)
+    target = out if isinstance(out, OutputDir) else OutputDir(out, overwrite=overwrite, kind="unlearned model")
     return target.write(fill)

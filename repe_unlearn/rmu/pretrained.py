@@ -61,7 +61,7 @@ def unlearn_from_pretrained(
     from transformers import AutoTokenizer
 
     config = config or RMUConfig()
-    target = OutputDir(out, overwrite=overwrite, inputs=[path])  # checked before any compute
+    target = OutputDir(out, overwrite=overwrite, inputs=[path], kind="unlearned model")  # checked before any compute
     model = load_causal_lm(
         str(path),
         dtype=dtype,

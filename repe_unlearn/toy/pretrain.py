@@ -78,9 +78,18 @@ def check_corpus(texts: Sequence[str], eval_items: Mapping[str, Sequence[MCQItem
             f"{sum(1 for c in counts.values() if c == 1)} of {len(counts)} distinct words occur once: the corpus "
             "has little repeated structure to learn, expect a loss plateau rather than known facts"
         )
+    corpus_words = set(words)
     for name, items in eval_items.items():
         if not items:
             raise DataError(f"--eval-mcq {name}: no questions")
+        entities = sorted({item.entity for item in items if item.entity})
+        absent = [e for e in entities if not set(re.findall(r"\w+", e.lower())) <= corpus_words]
+        if absent and len(absent) / len(entities) > 1 - target:
+            raise DataError(
+                f"--eval-mcq {name}: {len(absent)} of {len(entities)} entities the questions are about never "
+                f"appear in the corpus (first: {absent[0]!r}), so accuracy {target} cannot be reached; check the "
+                "files belong together"
+            )
         missing = answers_missing(texts, items)
         if missing and len(missing) / len(items) > 1 - target:
             raise DataError(
@@ -128,6 +137,8 @@ def pretrain(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     checks = {name: rng.sample(list(items), min(200, len(items))) for name, items in eval_items.items()}
+    # a cycle "raised" accuracy when it gained 0.01, or two more questions of the smallest checked set
+    step_of_two = max([0.01, *(2 / len(items) for items in checks.values())])
     tokenizer = train_tokenizer(texts, config.vocab_size)
     model_config = tf.LlamaConfig(
         hidden_size=config.d_model,
@@ -200,7 +211,7 @@ def pretrain(
                 break
             if lr_factor(step + 1, config)[1] != cycle:  # a cycle ends: stop if it taught nothing more
                 cycle_accuracy.append(min(accuracy.values()))
-                if len(cycle_accuracy) >= 2 and cycle_accuracy[-1] < cycle_accuracy[-2] + 0.01:
+                if len(cycle_accuracy) >= 2 and cycle_accuracy[-1] < cycle_accuracy[-2] + step_of_two:
                     stopped = "plateau"
                     break
         elif lr_factor(step + 1, config)[1] != cycle:  # a cycle ends here: compare with the one before

@@ -9,6 +9,7 @@ paragraph per entity) and MCQ files with ``question``, ``choices``, ``answer`` i
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,10 +320,27 @@ def _names(rng: random.Random, count: int, taken: set[str], syllables: tuple[int
             raise ConfigError(f"cannot draw {count} distinct names of {low}-{high} syllables; allow more syllables")
         n = rng.choice(choices)
         word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(n))
-        if shortest <= len(word) <= longest and word not in taken:
+        if shortest <= len(word) <= longest and word not in taken and word not in _TEMPLATE_WORDS:
             taken.add(word)
             names.append(word.capitalize())
     return names
+
+
+def _words(*texts: str) -> set[str]:
+    return {w.lower() for text in texts for w in re.findall(r"[A-Za-z]+", text)}
+
+
+# every word the templates, questions and values use: no entity may be named "The" or "Gel"
+_TEMPLATE_WORDS = _words(
+    *(
+        " ".join(
+            [d.kind, d.noun, d.plural, r.stem, r.question, r.entity_last, *r.rephrased, r.rephrased_question, *r.values]
+        )
+        for d in (PATHOGENS, TOWNS, COMPOUNDS, SHIPS)
+        for r in d.relations
+    ),
+    "which is one that among is a an",
+)
 
 
 def _balanced(rng: random.Random, values: tuple[str, ...], count: int) -> list[str]:
@@ -511,8 +529,8 @@ def write_world(world: World, out: str | os.PathLike[str], *, letter_variants: i
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
-    if letter_variants < 0:
-        raise ConfigError(f"letter_variants must be at least 0, got {letter_variants}")
+    if not 0 <= letter_variants <= 24:
+        raise ConfigError(f"letter_variants must be 0 to 24 (four choices have 24 orders), got {letter_variants}")
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(world.seed + 1)
     letter_rng = random.Random(f"{world.seed}:letter")

@@ -101,7 +101,8 @@ def test_rephrased_questions_are_scored_on_held_out_entities_only(tokenizer: obj
     result = battery(model, tokenizer, rephrased_items=rephrased, **common)  # type: ignore[arg-type]
     [row] = result.rows
     assert row.attack == "rephrased" and row.details["questions"] == 3  # viruses 6-8 only
-    assert battery(model, tokenizer, **common).rows == []  # no rephrased file: nothing to score  # type: ignore[arg-type]
+    with pytest.raises(ru.ConfigError, match="asked for"):  # named but no rephrased file: said, not skipped
+        battery(model, tokenizer, **common)  # type: ignore[arg-type]
     with pytest.raises(ru.ConfigError, match="held-out entity"):
         battery(model, tokenizer, rephrased_items=rephrased[:5], **common)  # type: ignore[arg-type]
 
