@@ -67,6 +67,11 @@ def to_lm_eval_steered(
     ``lm_eval --model steered --model_args pretrained=DIR,steer_path=PATH`` then steers as
     ``vector.apply(model, coeff)`` does. Returns the dict written. (The file is a pickle: see the module doc.)"""
     _post_only(vector, "lm-eval's steered model")
+    from ._models import d_model
+    from .errors import ShapeError
+
+    if vector.d_model != d_model(model):
+        raise ShapeError(f"the vector has d_model {vector.d_model}; the model's is {d_model(model)}")
     config = {
         lm_eval_hookpoint(model, layer): {
             "steering_vector": direction.detach().float().cpu().reshape(1, -1).clone(),

@@ -62,7 +62,8 @@ def test_attack_and_diagnose_run_under_steering(files: dict[str, Path], tmp_path
     assert main([*argv, "--json", str(tmp_path / "plain.json")]) == 0
     assert main([*argv, "--steer", f"{files['v']}:40", "--json", str(tmp_path / "steered.json")]) == 0
     plain, steered = (json.loads((tmp_path / f).read_text()) for f in ("plain.json", "steered.json"))
-    assert steered["interventions"] == ["steer layers 3 x 40 at resid_post"] and plain["interventions"] == []
+    assert steered["interventions"] == [f"steer {files['v']} layers 3 x 40 at resid_post, positions all"]
+    assert plain["interventions"] == []
     assert steered["attacks"][0]["before"] != plain["attacks"][0]["before"]  # the evaluation was steered
     world = SHIPPED_WORLD
     common = ["diagnose", "--model", str(SHIPPED_MODEL), "--forget", str(world / "forget.jsonl")]
@@ -71,6 +72,8 @@ def test_attack_and_diagnose_run_under_steering(files: dict[str, Path], tmp_path
     assert main([*common, "--steer", f"{files['v']}:40", "--out", str(tmp_path / "d1")]) == 0
     norms = [json.loads((tmp_path / d / "diagnostics.json").read_text())["norms"]["model"] for d in ("d0", "d1")]
     assert norms[0]["forget"][:3] == norms[1]["forget"][:3] and norms[0]["forget"][3] != norms[1]["forget"][3]
+    recorded = json.loads((tmp_path / "d1" / "diagnostics.json").read_text())["interventions"]
+    assert recorded == [f"steer {files['v']} layers 3 x 40 at resid_post, positions all"]
 
 
 def test_bad_interventions_are_one_line_errors(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,6 +83,7 @@ def test_bad_interventions_are_one_line_errors(files: dict[str, Path], capsys: p
     for flags, message in (
         (["--steer", "missing.safetensors:2"], "is not a file"),
         (["--steer", f"{files['v']}:nan"], "finite"),
+        (["--steer", f"{files['v']}:abc"], "'abc' is not a number"),
         (["--steer", str(small)], "d_model 8"),
         (["--ablate", str(files["items"])], "not a valid safetensors file"),
     ):

@@ -167,3 +167,10 @@ def test_missing_interop_packages_are_one_line_errors(monkeypatch: pytest.Monkey
     with pytest.raises(ru.ConfigError, match=r"pip install 'repe-unlearn\[interop\]'"):
         interop.to_gguf(random_vector(1, 8), tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_lm_eval_export_refuses_a_vector_of_another_width(tmp_path: Path) -> None:
+    model, _ = load_shipped_model()
+    with pytest.raises(ru.ShapeError, match="d_model 64"):
+        interop.to_lm_eval_steered(random_vector(3, 64), model, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

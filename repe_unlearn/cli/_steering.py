@@ -1,8 +1,9 @@
 """``--steer FILE[:COEFF]``, ``--steer-positions`` and ``--ablate FILE``: the Python interventions, from the CLI.
 
-Shared by ``eval``, ``diagnose`` and every ``attack``: the vectors are read (and checked) before the model is
-loaded, and the interventions are entered around everything the command does with ``--model``, exactly as
-``with vector.apply(model, coeff):`` / ``with vector.ablate(model):`` would in Python.
+Shared by ``eval``, ``diagnose`` and every ``attack``: the vector files are read (format, finite coefficient)
+before the model is loaded, their width and layers checked against it once loaded, and the interventions are
+entered around everything the command does with ``--model``, exactly as ``with vector.apply(model, coeff):`` /
+``with vector.ablate(model):`` would in Python.
 """
 
 import argparse
@@ -74,6 +75,9 @@ def read_interventions(args: argparse.Namespace) -> list[tuple[str, Any, float |
     read: list[tuple[str, Any, float | None]] = []
     for spec in getattr(args, "steer", None) or []:
         path, coeff = split_spec(spec)
+        head, sep, tail = spec.rpartition(":")
+        if not Path(path).is_file() and sep and Path(head).is_file():
+            raise ConfigError(f"--steer {spec}: {tail!r} is not a number (FILE:COEFF)")
         if not Path(path).is_file():
             raise ConfigError(f"--steer {spec}: {path} is not a file")
         vector = read_vector(path)
@@ -81,11 +85,14 @@ def read_interventions(args: argparse.Namespace) -> list[tuple[str, Any, float |
             coeff = float(vector.metadata.get("coefficient", 1.0))
         if not math.isfinite(coeff):
             raise ConfigError(f"--steer {spec}: the coefficient must be a finite number")
+        vector.metadata.setdefault("file", path)
         read.append(("steer", vector, coeff))
     for path in getattr(args, "ablate", None) or []:
         if not Path(path).is_file():
             raise ConfigError(f"--ablate {path}: not a file")
-        read.append(("ablate", read_vector(path), None))
+        ablated = read_vector(path)
+        ablated.metadata.setdefault("file", path)
+        read.append(("ablate", ablated, None))
     return read
 
 
@@ -107,12 +114,15 @@ def applied(model: Any, read: list[tuple[str, Any, float | None]], positions: st
         yield
 
 
-def describe(read: list[tuple[str, Any, float | None]]) -> list[str]:
-    """One line per intervention, for the command's output and its JSON."""
+def describe(read: list[tuple[str, Any, float | None]], positions: str = "all") -> list[str]:
+    """One line per intervention, for the command's output and its JSON: the file, layers (negative ones
+    count from the model's last layer), coefficient, hook point and, for steering, the positions."""
     lines = []
     for how, vector, coeff in read:
         layers = ",".join(str(i) for i in vector.layers)
-        lines.append(f"{how} layers {layers}" + (f" x {coeff:g}" if coeff is not None else "") + f" at {vector.point}")
+        line = f"{how} {vector.metadata.get('file', '')} layers {layers}"
+        line += (f" x {coeff:g}" if coeff is not None else "") + f" at {vector.point}"
+        lines.append(line + (f", positions {positions}" if how == "steer" else ""))
     return lines
 
 
@@ -123,7 +133,7 @@ def with_interventions(cmd: Callable[[argparse.Namespace], int]) -> Callable[[ar
     @functools.wraps(cmd)
     def run(args: argparse.Namespace) -> int:
         read = read_interventions(args)
-        for line in describe(read):
+        for line in describe(read, getattr(args, "steer_positions", "all")):
             print(f"intervention: {line}", file=sys.stderr)
         with contextlib.ExitStack() as stack:
             args.interventions_ = (read, stack)
@@ -146,7 +156,7 @@ def load_target_model(args: argparse.Namespace) -> Any:
 def recorded(args: argparse.Namespace) -> list[str]:
     """The interventions a command ran under, for its JSON (empty when none)."""
     read, _ = getattr(args, "interventions_", ([], None))
-    return describe(read)
+    return describe(read, getattr(args, "steer_positions", "all"))
 
 
 __all__ = [

@@ -1,12 +1,13 @@
 """``repe-unlearn diagnose``: norms and linear probes per layer, base vs unlearned, from one caching pass each."""
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ._common import distinct_inputs, input_paths, load_model, mcq_sets, positive_int, rmu_record, tokenizer_for
-from ._steering import add_intervention_flags, load_target_model, with_interventions
+from ._steering import add_intervention_flags, load_target_model, recorded, with_interventions
 
 
 @with_interventions
@@ -64,7 +65,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     )
     if not is_main():  # under torchrun rank 0 alone writes
         return 0
-    out.write(lambda tmp: write_report(result, tmp))
+
+    def fill(tmp: Path) -> None:
+        write_report(result, tmp)
+        record = json.loads((tmp / "diagnostics.json").read_text())
+        record["interventions"] = recorded(args)
+        (tmp / "diagnostics.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    out.write(fill)
     _print_table(result.to_dict())
     print(f"wrote {args.out}/diagnostics.json, norms.png, probes.png, report.md")
     return 0

@@ -76,7 +76,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     """Read another tool's vector (a repeng/llama.cpp GGUF file) into this package's safetensors format."""
     _check_out(args, [args.file])
     if Path(args.file).suffix.lower() != ".gguf":
-        raise ConfigError(f"{args.file}: import reads .gguf control vectors (lm-eval's .pt files are pickles)")
+        raise ConfigError(
+            f"{args.file}: import reads .gguf control vectors; this package's own .safetensors files load as they "
+            "are, and lm-eval's .pt files (pickles) are never read"
+        )
     vector = read_vector(args.file)
     vector.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {len(vector)} layer(s), d_model {vector.d_model}")
