@@ -29,6 +29,11 @@ COMMANDS = [
     ["attack", "few-shot"],
     ["attack", "unrelated"],
     ["robustness"],
+    ["vector"],
+    ["vector", "inspect"],
+    ["vector", "export"],
+    ["vector", "import"],
+    ["vector", "combine"],
     ["demo"],
 ]
 
