@@ -85,11 +85,14 @@ class Battery:
         Rows that measure otherwise than the plain questions (rephrased questions, few-shot prompts, a probe)
         compare with the base model measured the same way (``details["base_forget"]``); a probe's floor is its
         chance level (``details["floor"]``), not the plain accuracy. None without a base, or when the base is
-        not at least 0.10 above the floor: then nothing was forgotten for the attack to bring back."""
+        not at least 0.10 above the floor, or the plain questions not 0.10 below the base: then nothing was forgotten
+        for the attack to bring back."""
         base = self.base_for(row)
         floor = row.details.get("floor", row.forget_before)
         if base is None or base - floor < MIN_GAP:
             return None
+        if self.base is not None and self.base["forget"] - row.forget_before < MIN_GAP:
+            return None  # the plain questions were never forgotten: no row can show knowledge coming back
         return (row.forget_after - floor) / (base - floor)
 
     def verdict(self) -> str:
