@@ -5,6 +5,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,14 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *, pre
             group.add_argument(flag, type=element, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
 
 
-def config_from_args(args: argparse.Namespace, config_class: type, presets: dict[str, dict[str, Any]]) -> Any:
-    """The config: the preset's values, then every flag given explicitly."""
+def config_from_args(
+    args: argparse.Namespace,
+    config_class: type,
+    presets: dict[str, dict[str, Any]],
+    *,
+    resolve: Callable[[str, Any], dict[str, Any]] | None = None,
+) -> Any:
+    """The config: the preset's values (``resolve(name, method)`` where given), then every flag given explicitly."""
     explicit: dict[str, Any] = {}
     for f in dataclasses.fields(config_class):
         if hasattr(args, f.name):
@@ -225,4 +232,6 @@ def config_from_args(args: argparse.Namespace, config_class: type, presets: dict
     if preset_name is not None and preset_name not in presets:
         raise ConfigError(f"unknown preset {preset_name!r}; valid: {', '.join(presets)}")
     base = presets[preset_name] if preset_name is not None else {}
+    if preset_name is not None and resolve is not None:  # presets with a block per method (RMUConfig's)
+        base = resolve(preset_name, explicit.get("method"))
     return config_class(**{**base, **explicit})

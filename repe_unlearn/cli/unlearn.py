@@ -46,9 +46,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .._outputs import OutputDir, check_output_file
     from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
     from ..rmu.artifacts import check_streamable
+    from ..rmu.config import ADVERSARIAL, preset_values
     from ..rmu.trainer import StepLog
 
-    config = config_from_args(args, RMUConfig, PRESETS)
+    config = config_from_args(args, RMUConfig, PRESETS, resolve=preset_values)
     if len(args.retain) not in (1, len(args.forget)):
         raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")
     inputs = input_paths(args)
@@ -72,8 +73,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     retain_names = list(args.retain)
     if len(retain) == 1 and len(forget) > 1:
         retain, retain_names = retain * len(forget), retain_names * len(forget)
-    # the loss stops at layer ℓ: build layers 0..ℓ only, read from the checkpoint tensor by tensor
-    first_layers = None if args.full_model else config.layer + 1
+    # the loss stops at layer ℓ: build layers 0..ℓ only, read from the checkpoint tensor by tensor (an adversary's
+    # loss needs the logits, so rmu-lat and adv-rmu load the whole model)
+    first_layers = None if args.full_model or config.method in ADVERSARIAL else config.layer + 1
     model = load_model(
         args.model,
         dtype=args.dtype,
@@ -148,7 +150,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     last = result.history[-1]
     norms = ", ".join(f"{n:.4g}" for n in result.frozen_norms)
     coeffs = ", ".join(f"{c:.4g}" for c in result.coefficients)
-    print(f"RMU: {len(result.history)} steps in {seconds:.1f} s ({seconds / len(result.history):.3f} s/step)")
+    method = "RMU" if config.method == "rmu" else config.method
+    print(f"{method}: {len(result.history)} steps in {seconds:.1f} s ({seconds / len(result.history):.3f} s/step)")
     print(f"  steered layer {config.layer}; updated {', '.join(result.parameter_names)}")
     print(f"  frozen norm at layer {config.layer}: {norms}; steering coefficient c: {coeffs}")
     print(f"  last step: forget loss {last.forget_loss:.4g}, retain loss {last.retain_loss:.4g}")

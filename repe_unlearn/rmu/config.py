@@ -9,6 +9,9 @@ from ..errors import ConfigError
 
 OptimizerName = Literal["adamw-legacy", "adamw"]
 OPTIMIZERS: tuple[OptimizerName, ...] = ("adamw-legacy", "adamw")
+MethodName = Literal["rmu", "rmu-lat", "adv-rmu", "rmu-flat"]
+METHODS: tuple[MethodName, ...] = ("rmu", "rmu-lat", "adv-rmu", "rmu-flat")
+ADVERSARIAL: tuple[MethodName, ...] = ("rmu-lat", "adv-rmu")  # methods with an inner latent adversary
 
 
 def _help(text: str) -> dict[str, str]:
@@ -69,6 +72,42 @@ class RMUConfig:
     )
     seed: int = field(default=42, metadata=_help("seed of the control vectors and of --shuffle"))
     shuffle: bool = field(default=False, metadata=_help("shuffle each corpus before batching"))
+    method: MethodName = field(
+        default="rmu",
+        metadata=_help(
+            "rmu: the paper's; rmu-lat: RMU under a per-token latent adversary (Sheshadri et al. 2024); adv-rmu: "
+            "RMU under one adversarial latent vector per batch (the LAU framework of Yuan et al. 2024); rmu-flat: "
+            "RMU whose forget activations are c·u plus the mean forget activation off u, so that ablating one "
+            "direction leaves the same vector for every token (this project's variant; docs/robust-rmu.md)"
+        ),
+    )
+    adv_layer: int | None = field(
+        default=None,
+        metadata=_help("rmu-lat/adv-rmu: the layer whose residual output the adversary perturbs (default: ℓ-1)"),
+    )
+    adv_epsilon: float = field(
+        default=2.0,
+        metadata=_help(
+            "rmu-lat/adv-rmu: L2 bound of the perturbation (rmu-lat: of each token's; adv-rmu: of the one vector)"
+        ),
+    )
+    adv_lr: float = field(default=0.05, metadata=_help("rmu-lat/adv-rmu: the adversary's AdamW learning rate"))
+    adv_steps: int = field(default=16, metadata=_help("rmu-lat/adv-rmu: adversary steps per batch"))
+    adv_model_steps: int = field(
+        default=4,
+        metadata=_help("rmu-lat/adv-rmu: model updates per batch under one adversary (each counts as a step)"),
+    )
+    adv_away: float = field(
+        default=1.0,
+        metadata=_help(
+            "rmu-lat: weight of the adversary's away loss (make retain text unlikely) beside its toward loss "
+            "(make forget text likely), 1:1 as published; adv-rmu uses the toward loss alone"
+        ),
+    )
+    flat_weight: float = field(
+        default=4.0,
+        metadata=_help("rmu-flat: extra weight of the forget error orthogonal to u (the part ablating u leaves)"),
+    )
     reference_mode: bool = field(
         default=False,
         metadata=_help(
@@ -113,6 +152,28 @@ class RMUConfig:
             raise ConfigError(
                 "reference mode runs the published optimizer (adamw-legacy); drop optimizer=adamw or reference_mode"
             )
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.method != "rmu" and self.reference_mode:
+            raise ConfigError(f"reference mode reproduces the published RMU loop; it has no {self.method} (drop one)")
+        for name in ("adv_epsilon", "adv_lr"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        for name in ("adv_steps", "adv_model_steps"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("adv_away", "flat_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.method in ADVERSARIAL and self.adv_layer is None and self.layer == 0:
+            raise ConfigError(f"{self.method} perturbs a layer below ℓ, and ℓ = 0 has none; steer a later layer")
+        if self.adv_layer is not None and not 0 <= self.adv_layer < self.layer:
+            raise ConfigError(
+                f"adv_layer {self.adv_layer} must lie below the steered layer {self.layer} (the adversary perturbs "
+                "the residual stream on its way to ℓ)"
+            )
         if self.param_template is not None:
             try:
                 filled = self.param_template.format(layer=0)
@@ -129,6 +190,11 @@ class RMUConfig:
         if self.update_layers is not None:
             return tuple(sorted(set(self.update_layers)))
         return tuple(range(max(0, self.layer - 2), self.layer + 1))
+
+    @property
+    def adversary_layer(self) -> int:
+        """The layer the adversary perturbs: ``adv_layer``, or ℓ-1 as in the published RMU-LAT run (at 0: 0)."""
+        return self.adv_layer if self.adv_layer is not None else max(0, self.layer - 1)
 
     @property
     def optimizer_name(self) -> OptimizerName:
@@ -194,9 +260,46 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# per preset and method: what the method changes on top of the preset (benchmarks/bench_robust_rmu.py measured
+# the toy values; every method makes the same number of updates as plain RMU)
+METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "wmdp-zephyr": {
+        # latent-adversarial-training's run_rmu defaults (its RMU-LAT on Zephyr-7B): torch AdamW, PGD at the
+        # residual output of layer 7 for the steered layer 8, ε = 2, 16 adversary steps at lr 0.05, 4 updates each
+        "rmu-lat": {
+            "reference_mode": False,
+            "optimizer": "adamw",
+            "layer": 8,
+            "update_layers": (6, 7, 8),
+            "max_batches": 200,
+            "adv_layer": 7,
+            "adv_epsilon": 2.0,
+            "adv_lr": 0.05,
+            "adv_steps": 16,
+            "adv_model_steps": 4,
+        },
+    },
+    "toy": {
+        # 10 epochs x 5 batches x 4 updates under each adversary = the 200 updates of plain RMU; ε about a third
+        # of the residual norm at layer 3
+        "rmu-lat": {"epochs": 10, "adv_epsilon": 4.0},
+        "adv-rmu": {"epochs": 10, "adv_epsilon": 4.0},
+        # the flat target with every MLP below ℓ updated: the erasure reaches the layers that hold the facts
+        "rmu-flat": {"flat_weight": 200.0, "update_layers": (0, 1, 2, 3, 4)},
+    },
+}
 
-def preset(name: str, **overrides: Any) -> RMUConfig:
-    """An :class:`RMUConfig` from a named preset, with explicit ``overrides`` winning."""
+
+def preset_values(name: str, method: str | None = None) -> dict[str, Any]:
+    """The values of preset ``name`` for ``method`` (default: the preset's own, plain RMU): the preset's, then
+    the method's block where the preset has one."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return RMUConfig(**{**PRESETS[name], **overrides})
+    method = method or PRESETS[name].get("method", "rmu")
+    return {**PRESETS[name], **METHOD_PRESETS.get(name, {}).get(method, {}), "method": method}
+
+
+def preset(name: str, **overrides: Any) -> RMUConfig:
+    """An :class:`RMUConfig` from a named preset (for ``overrides["method"]`` when given), explicit ``overrides``
+    winning."""
+    return RMUConfig(**{**preset_values(name, overrides.get("method")), **overrides})

@@ -17,7 +17,7 @@ from .._loading import load_causal_lm
 from .._outputs import OutputDir
 from .._vectors import ControlVector
 from .artifacts import check_streamable, save_unlearned
-from .config import RMUConfig
+from .config import ADVERSARIAL, RMUConfig
 from .trainer import RMUResult, StepLog, unlearn
 
 
@@ -67,7 +67,7 @@ def unlearn_from_pretrained(
         dtype=dtype,
         device=device,
         trust_remote_code=trust_remote_code,
-        first_layers=None if full_model else config.layer + 1,
+        first_layers=None if full_model or config.method in ADVERSARIAL else config.layer + 1,
     )
     check_streamable(model, config, path)
     tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)

@@ -12,12 +12,19 @@ The frozen activations come from replaying only layers first_update..ℓ with fr
 tensors swapped in, starting from the residual stream the updated pass already computed below the first
 updated layer (those layers never change, so the prefix is shared). By default both losses average over
 non-pad positions only; ``reference_mode`` averages over every position, padding included, as the published code does.
+
+Other methods (``config.method``) change the forget loss alone: ``rmu-lat`` and ``adv-rmu`` take it under a
+latent adversary fitted on each forget batch (:mod:`.adversary`) and make ``adv_model_steps`` updates with it;
+``rmu-flat`` aims the forget activations at c·u plus the frozen model's mean forget activation with its u part
+removed, and weighs the error off u ``flat_weight`` times more: ablating u (or the mean shift) then leaves about
+the same vector for every forget token, at the norm the later layers expect.
 """
 
 import random
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +42,8 @@ from .._models import d_model, decoder_layers, find_layers_path, input_device, m
 from .._vectors import ControlVector
 from ..data import pad_id, tokenize_batches
 from ..errors import ConfigError, DataError, TrainingError
-from .config import RMUConfig
+from .adversary import LatentAdversary, fit_adversary
+from .config import ADVERSARIAL, RMUConfig
 from .epoch_cache import EpochCache, available_bytes, no_dropout
 from .optim import make_optimizer
 from .targets import directions_from, published_directions, random_directions
@@ -56,6 +64,7 @@ class StepLog:
     forget_norm: float  # mean per-token norm of the updated h_ℓ on the forget batch
     retain_norm: float
     cached: bool = False  # both batches ran from the epoch cache (layers first..ℓ only)
+    adversary_loss: float | None = None  # rmu-lat/adv-rmu: the adversary's loss after its last step
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -263,13 +272,19 @@ def train(
     if config.reference_mode:  # the published script seeds the global generators (dropout draws from them)
         torch.manual_seed(config.seed)
     steps = schedule(n_topics, [len(b) for b in [*forget, *retain]], config.max_batches, config.epochs)
+    adversarial = config.method in ADVERSARIAL
+    if adversarial:  # each batch: one adversary, then adv_model_steps updates under it (published RMU-LAT)
+        steps = [s for s in steps for _ in range(config.adv_model_steps)]
 
-    frozen_norms = []
+    frozen_norms, frozen_means = [], []
     with torch.no_grad():
         for topic in range(n_topics):
             batch = forget[topic][0]
             acts = collect(model, batch, layer)[layer]
             frozen_norms.append(float(mean_token_norm(acts, _mask(batch, config))))
+            if config.method == "rmu-flat":
+                keep = real_positions(batch.get("attention_mask"), acts, acts.dtype)[..., None]
+                frozen_means.append((acts * keep).sum(dim=(0, 1)).float() / keep.sum().float())
     if config.adaptive_coeff is not None:
         coefficients = [config.adaptive_coeff * norm for norm in frozen_norms]
     else:
@@ -278,12 +293,16 @@ def train(
     original = {name: p.detach().clone() for name, p in selected.items()}
     result = RMUResult(config, names, directions.clone(), coefficients, frozen_norms, original=original)
     replay = _FrozenReplay(model, names, first, layer, frozen=original)  # one copy serves both
-    cache = _epoch_cache(model, config)
+    cache = None if adversarial else _epoch_cache(model, config)  # an adversary changes the inputs every step
     flags = {name: p.requires_grad for name, p in params.items()}
     was_training = model.training
     # c·u in the directions' dtype (float32, or the model's for the published draw), computed as published
     # (u times c); each loss moves it to where h_ℓ lives (layers may sit on different devices)
     targets = [u * c for c, u in zip(coefficients, directions, strict=True)]
+    if config.method == "rmu-flat":  # c·u + the frozen mean forget activation with its u part taken out
+        targets = [t + _off(mean.to(t), u) for t, u, mean in zip(targets, directions, frozen_means, strict=True)]
+    adversary: LatentAdversary | None = None
+    adversary_losses: list[float] = []
     try:
         # dropout off: RMU compares activations, which must not be noisy. The published loop trains the
         # updated model in .train() (its frozen copy stays in eval); reference mode does the same, so a model
@@ -299,10 +318,20 @@ def train(
         for step, (topic, index) in enumerate(bar):
             start = time.perf_counter()
             forget_batch, retain_batch = forget[topic][index], retain[topic][index]
+            if adversarial and step % config.adv_model_steps == 0:  # a new batch: a new adversary
+                adversary, adversary_losses = _fit_adversary(model, forget_batch, retain_batch, config)
             optimizer.zero_grad(set_to_none=True)
             hits = cache.hits if cache is not None else 0
             forget_loss, h_forget, forget_mask = _forget_loss(
-                model, forget_batch, replay, targets[topic], config, cache, ("forget", topic, index)
+                model,
+                forget_batch,
+                replay,
+                targets[topic],
+                config,
+                cache,
+                ("forget", topic, index),
+                adversary=adversary,
+                direction=directions[topic],
             )
             _check_finite(forget_loss, step, "forget", _dtype(model))
             forget_loss.backward()  # frees the forget graph before the retain pass builds its own
@@ -331,6 +360,7 @@ def train(
                 forget_norm=float(mean_token_norm(h_forget, forget_mask)),
                 retain_norm=float(mean_token_norm(h_retain, retain_mask)),
                 cached=cache is not None and cache.hits == hits + 2,
+                adversary_loss=adversary_losses[-1] if adversary is not None and adversary_losses else None,
             )
             result.history.append(log)
             bar.set_postfix(forget=f"{log.forget_loss:.3g}", retain=f"{log.retain_loss:.3g}")
@@ -444,6 +474,16 @@ def _updated_h(
     return h, frozen
 
 
+def _fit_adversary(
+    model: nn.Module, forget: Batch, retain: Batch, config: RMUConfig
+) -> tuple[LatentAdversary | None, list[float]]:
+    """The adversary for this rank's rows of a forget batch (None for a rank with no rows)."""
+    forget_shard, retain_shard = _shard(model, forget, config), _shard(model, retain, config)
+    if forget_shard is None:
+        return None, []
+    return fit_adversary(model, forget_shard.inputs, None if retain_shard is None else retain_shard.inputs, config)
+
+
 def _forget_loss(
     model: nn.Module,
     batch: Batch,
@@ -452,15 +492,31 @@ def _forget_loss(
     config: RMUConfig,
     cache: EpochCache | None = None,
     key: tuple[str, int, int] | None = None,
+    *,
+    adversary: LatentAdversary | None = None,
+    direction: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """MSE of the updated h_ℓ to c·u over this rank's rows: ``(loss, h_ℓ, mask)``."""
+    """MSE of the updated h_ℓ to c·u over this rank's rows: ``(loss, h_ℓ, mask)``; under ``adversary`` when
+    given; for ``rmu-flat``, plus ``flat_weight`` times the MSE of the error's part orthogonal to ``direction``."""
     shard = _shard(model, batch, config)
     if shard is None:
         return _nothing(model)
-    h, _ = _updated_h(model, shard.inputs, replay, cache, key, frozen_too=False)
+    with adversary.intervention() if adversary is not None else nullcontext():
+        h, _ = _updated_h(model, shard.inputs, replay, cache, key, frozen_too=False)
     pred = _loss_dtype(h, config)
     goal = target.to(device=h.device, dtype=pred.dtype)
-    return masked_mse(pred, goal, shard.mask, denominator=shard.denominator), h, shard.mask
+    loss = masked_mse(pred, goal, shard.mask, denominator=shard.denominator)
+    if config.method == "rmu-flat" and direction is not None:
+        off = _off(pred - goal, direction.to(device=h.device, dtype=pred.dtype))
+        zero = torch.zeros((), device=h.device, dtype=pred.dtype)
+        loss = loss + config.flat_weight * masked_mse(off, zero, shard.mask, denominator=shard.denominator)
+    return loss, h, shard.mask
+
+
+def _off(x: Tensor, u: Tensor) -> Tensor:
+    """``x`` with its component along ``u`` removed (``u`` need not be unit length)."""
+    u = u / u.norm().clamp(min=1e-12)
+    return x - (x @ u)[..., None] * u
 
 
 def _retain_loss(
