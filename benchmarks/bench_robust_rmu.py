@@ -7,10 +7,11 @@ run every attack of the quick battery (held-out forget accuracy after each). One
 difference of mean activations (unlearned - base) on forget text at ℓ instead of RMU's u.
 
     python benchmarks/bench_robust_rmu.py [--worlds shipped D E] [--methods rmu rmu-flat ...]
+    python benchmarks/bench_robust_rmu.py --timing      # seconds per update only, methods interleaved
 
 Targets (issue 19): held-out forget accuracy <= 0.40 under direction ablation and <= 0.50 after relearning on
 other entities, retain drop <= 0.02. Writes the rows as JSON lines to --out (default robust_rmu.jsonl) for the
-plot (docs/images/robust_rmu.png, drawn by --plot).
+plot (docs/img/robust_rmu.png, drawn by --plot).
 """
 
 import argparse
@@ -58,7 +59,9 @@ def world_files(name: str) -> tuple[Any, Any, dict[str, Path]]:
     files = write_world(world, tempfile.mkdtemp() + "/world")
     cloze = {"forget": read_mcq(files["forget_cloze"]), "retain": read_mcq(files["retain_cloze"])}
     texts = read_texts(files["forget"]) + read_texts(files["retain"])
-    model, tokenizer, _ = pretrain(texts, PretrainConfig(), eval_items=cloze, progress=False)
+    # no wall-clock ceiling: a busy machine must not leave the base half-trained (steps still cap it)
+    config = PretrainConfig(max_seconds=1e6)
+    model, tokenizer, _ = pretrain(texts, config, eval_items=cloze, progress=False)
     return model, tokenizer, files
 
 
@@ -145,13 +148,43 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def timing(methods: list[str], rounds: int) -> None:
+    """Seconds per update of each method on the shipped model: one epoch (5 batches, no epoch cache for any
+    method), the methods interleaved round by round; the median of the rounds, and its ratio to plain RMU."""
+    import statistics
+
+    base, tokenizer = load_shipped_model()
+    forget, retain = read_texts(SHIPPED_WORLD / "forget.jsonl"), read_texts(SHIPPED_WORLD / "retain.jsonl")
+    times: dict[str, list[float]] = {label: [] for label in methods}
+    for _ in range(rounds):
+        for label in methods:
+            config = rmu.preset("toy", **METHODS[label], epochs=1)
+            model = copy.deepcopy(base)
+            start = time.perf_counter()
+            result = rmu.unlearn(model, tokenizer, [forget], [retain], config, progress=False)
+            times[label].append((time.perf_counter() - start) / len(result.history))
+    reference = statistics.median(times["rmu"]) if "rmu" in times else None
+    print(f"| method | s per update (median of {rounds}) | x plain RMU |")
+    print("|---|---:|---:|")
+    for label, values in times.items():
+        median = statistics.median(values)
+        ratio = f"{median / reference:.1f}" if reference else ""
+        print(f"| {label} | {median:.3f} | {ratio} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", nargs="+", default=["shipped", *WORLDS], choices=["shipped", *WORLDS])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--out", default="robust_rmu.jsonl", help="JSON lines, one per world and method")
     parser.add_argument("--plot", help="draw the figure from --out into this PNG and stop")
+    parser.add_argument("--timing", action="store_true", help="seconds per update only, on the shipped model")
+    parser.add_argument("--rounds", type=int, default=3, help="--timing: interleaved rounds")
     args = parser.parse_args()
+    if args.timing:
+        torch.set_num_threads(2)
+        timing(args.methods, args.rounds)
+        return
     if args.plot:
         rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()]
         plot(rows, Path(args.plot))

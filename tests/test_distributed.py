@@ -1,5 +1,6 @@
 """Data parallelism: two CPU processes with gloo produce what one process produces."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -30,10 +31,20 @@ CONFIG = rmu.RMUConfig(
 ITEMS = [MCQItem(f"the town {i} has a", ("river", "bridge", "park"), i % 3) for i in range(11)]
 
 
-def run(batches: dict[str, list[dict[str, torch.Tensor]]], tokenizer: object, out: Path) -> None:
+def run(
+    batches: dict[str, list[dict[str, torch.Tensor]]], tokenizer: object, out: Path, config: rmu.RMUConfig = CONFIG
+) -> None:
     """Train and evaluate; rank 0 (or the only process) writes what it got."""
     model = make_model("llama")
-    result = rmu.train(model, [batches["forget"]], [batches["retain"]], CONFIG, progress=False)
+    result = rmu.train(model, [batches["forget"]], [batches["retain"]], config, progress=False)
+    if config.method != "rmu":  # the methods: the weights and losses are what is compared
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            params = dict(model.named_parameters())
+            weights = {n: params[n].detach().contiguous() for n in result.parameter_names}
+            save_file(weights, str(out / "weights.safetensors"))
+            losses = [(h.forget_loss, h.retain_loss) for h in result.history]
+            (out / "out.json").write_text(json.dumps({"losses": losses}))
+        return
     scores = evaluate_mcq(model, tokenizer, ITEMS, format="cloze")
     ppl = perplexity(model, tokenizer, RETAIN[:5])
     diag = diagnose(model, tokenizer, FORGET[:11], RETAIN[:13], {"q": ITEMS}, base=make_model("llama"), format="cloze")
@@ -55,10 +66,10 @@ def run(batches: dict[str, list[dict[str, torch.Tensor]]], tokenizer: object, ou
         )
 
 
-def worker(rank: int, init: str, batches: dict, tokenizer: object, out: str) -> None:
+def worker(rank: int, init: str, batches: dict, tokenizer: object, out: str, config: rmu.RMUConfig = CONFIG) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
-        run(batches, tokenizer, Path(out))
+        run(batches, tokenizer, Path(out), config)
     finally:
         dist.destroy_process_group()
 
@@ -88,6 +99,31 @@ def test_two_gloo_ranks_match_one_process(tokenizer: object, tmp_path: Path) -> 
         assert json.dumps(a["diagnostics"][key]) == json.dumps(b["diagnostics"][key]) or _close(
             a["diagnostics"][key], b["diagnostics"][key]
         )
+
+
+@pytest.mark.slow
+def test_rmu_flat_on_two_gloo_ranks_matches_one_process(tokenizer: object, tmp_path: Path) -> None:
+    """The flat term is a masked MSE over each rank's rows with the global denominator: the shards add up."""
+    config = dataclasses.replace(CONFIG, method="rmu-flat", flat_weight=50.0)
+    batches = {
+        "forget": [next(iter(_tok(tokenizer, FORGET[i : i + 5]))) for i in range(0, 15, 5)],
+        "retain": [next(iter(_tok(tokenizer, RETAIN[i : i + 5]))) for i in range(0, 15, 5)],
+    }
+    (tmp_path / "single").mkdir()
+    (tmp_path / "ranks").mkdir()
+    run(batches, tokenizer, tmp_path / "single", config)
+    init = f"file://{tempfile.mktemp(dir=tmp_path)}"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    args = (init, batches, tokenizer, str(tmp_path / "ranks"), config)
+    mp.start_processes(worker, args=args, nprocs=2, start_method="spawn")
+    one, two = (load_file(str(tmp_path / d / "weights.safetensors")) for d in ("single", "ranks"))
+    plain = make_model("llama")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(one[name], dict(plain.named_parameters())[name])
+    a, b = (json.loads((tmp_path / d / "out.json").read_text()) for d in ("single", "ranks"))
+    flat = [[v for pair in d["losses"] for v in pair] for d in (a, b)]
+    assert flat[1] == pytest.approx(flat[0], rel=1e-5)
 
 
 def _close(x: object, y: object) -> bool:

@@ -24,7 +24,7 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     )
 
 
-def test_the_seven_notebooks_exist_with_outputs() -> None:
+def test_the_eight_notebooks_exist_with_outputs() -> None:
     assert [p.stem for p in NOTEBOOKS] == [
         "01_steering_quickstart",
         "02_rmu_on_the_toy_world",
@@ -33,6 +33,7 @@ def test_the_seven_notebooks_exist_with_outputs() -> None:
         "05_nnsight",
         "06_patching_and_lens",
         "07_vectors_across_tools",
+        "08_robust_unlearning",
     ]
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)

@@ -12,6 +12,7 @@ OPTIMIZERS: tuple[OptimizerName, ...] = ("adamw-legacy", "adamw")
 MethodName = Literal["rmu", "rmu-lat", "adv-rmu", "rmu-flat"]
 METHODS: tuple[MethodName, ...] = ("rmu", "rmu-lat", "adv-rmu", "rmu-flat")
 ADVERSARIAL: tuple[MethodName, ...] = ("rmu-lat", "adv-rmu")  # methods with an inner latent adversary
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _help(text: str) -> dict[str, str]:
@@ -46,7 +47,12 @@ class RMUConfig:
         ),
     )
     batch_size: int = field(default=4, metadata=_help("texts per forget batch and per retain batch"))
-    max_batches: int = field(default=80, metadata=_help("at most this many steps per epoch"))
+    max_batches: int = field(
+        default=80,
+        metadata=_help(
+            "at most this many batches per epoch (one step each; rmu-lat and adv-rmu make adv_model_steps per batch)"
+        ),
+    )
     epochs: int = field(default=1, metadata=_help("passes over the batches (the published loop has one)"))
     epoch_cache_gb: float | None = field(
         default=None,
@@ -148,18 +154,24 @@ class RMUConfig:
             raise ConfigError(f"forget_max_length must be positive integers, got {self.forget_max_length!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.method != "rmu" and self.reference_mode:
+            raise ConfigError(
+                f"reference mode reproduces the published RMU loop, which has no {self.method}; to run {self.method} "
+                "turn it off (CLI: --no-reference-mode; Python: reference_mode=False)"
+            )
         if self.reference_mode and self.optimizer == "adamw":
             raise ConfigError(
                 "reference mode runs the published optimizer (adamw-legacy); drop optimizer=adamw or reference_mode"
             )
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
-        if self.method != "rmu" and self.reference_mode:
-            raise ConfigError(f"reference mode reproduces the published RMU loop; it has no {self.method} (drop one)")
-        for name in ("adv_epsilon", "adv_lr"):
+        self._check_method_fields()
+        for name in ("adv_epsilon", "adv_lr", "lr"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
+            if value > FLOAT32_MAX:
+                raise ConfigError(f"{name} {value!r} is beyond what float32 holds ({FLOAT32_MAX:.3g})")
         for name in ("adv_steps", "adv_model_steps"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -169,6 +181,8 @@ class RMUConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.method in ADVERSARIAL and self.adv_layer is None and self.layer == 0:
             raise ConfigError(f"{self.method} perturbs a layer below ℓ, and ℓ = 0 has none; steer a later layer")
+        if self.adv_layer is not None and (isinstance(self.adv_layer, bool) or not isinstance(self.adv_layer, int)):
+            raise ConfigError(f"adv_layer must be a layer index, got {self.adv_layer!r}")
         if self.adv_layer is not None and not 0 <= self.adv_layer < self.layer:
             raise ConfigError(
                 f"adv_layer {self.adv_layer} must lie below the steered layer {self.layer} (the adversary perturbs "
@@ -223,9 +237,25 @@ class RMUConfig:
             )
         return list(values)
 
+    def _check_method_fields(self) -> None:
+        """A field only another method reads, set away from its default, is refused: it would do nothing."""
+        readers = {"adv_layer": ADVERSARIAL, "adv_epsilon": ADVERSARIAL, "adv_lr": ADVERSARIAL,
+                   "adv_steps": ADVERSARIAL, "adv_model_steps": ADVERSARIAL, "adv_away": ("rmu-lat",),
+                   "flat_weight": ("rmu-flat",)}  # fmt: skip
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, methods in readers.items():
+            if self.method not in methods and getattr(self, name) != defaults[name]:
+                raise ConfigError(
+                    f"{name} applies to {' and '.join(methods)} only; this run's method is {self.method}, which "
+                    f"would ignore it (set method, or drop {name})"
+                )
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (``adv_layer``: the layer the adversary perturbs, where there is one)."""
+        values = dataclasses.asdict(self)
+        if self.method in ADVERSARIAL:
+            values["adv_layer"] = self.adversary_layer
+        return values
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -333,7 +333,7 @@ def train(
                 adversary=adversary,
                 direction=directions[topic],
             )
-            _check_finite(forget_loss, step, "forget", _dtype(model))
+            _check_finite(forget_loss, step, "forget", _dtype(model), flat=config.method == "rmu-flat")
             forget_loss.backward()  # frees the forget graph before the retain pass builds its own
 
             retain_loss, h_retain, retain_mask = _retain_loss(
@@ -371,7 +371,8 @@ def train(
             with torch.no_grad():
                 after, _, _ = _forget_loss(model, forget[topic][index], replay, targets[topic], config)
             after_value = all_reduce_sum(after.detach().clone())
-            _check_finite(after_value, len(steps), "forget (after the last update)", _dtype(model))
+            flat = config.method == "rmu-flat"
+            _check_finite(after_value, len(steps), "forget (after the last update)", _dtype(model), flat=flat)
             bad = [name for name, p in selected.items() if not bool(torch.isfinite(p).all())]
             if bad:
                 raise TrainingError(f"the updated weights {bad} hold NaN or infinite values; lower the learning rate")
@@ -547,12 +548,12 @@ def _dtype(model: nn.Module) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
-def _check_finite(loss: Tensor, step: int, which: str, dtype: torch.dtype | None = None) -> None:
+def _check_finite(loss: Tensor, step: int, which: str, dtype: torch.dtype | None = None, *, flat: bool = False) -> None:
     if not torch.isfinite(loss):
         if dtype == torch.float16:
             advice = "float16 activations overflow past 65504: run in bfloat16 or float32 (--dtype)"
         else:
-            advice = "lower the learning rate, the steering coefficient or alpha"
+            advice = "lower the learning rate, the steering coefficient or alpha" + (" or flat_weight" if flat else "")
         raise TrainingError(f"the {which} loss became {float(loss.detach())} at step {step}; {advice}")
 
 

@@ -41,10 +41,9 @@ def config(method: str = "rmu", **overrides: object) -> rmu.RMUConfig:
         "max_batches": 3,
         "max_length": 16,
         "method": method,
-        "adv_steps": 3,
-        "adv_model_steps": 2,
-        "adv_epsilon": 1.0,
     }
+    if method in ("rmu-lat", "adv-rmu"):
+        base |= {"adv_steps": 3, "adv_model_steps": 2, "adv_epsilon": 1.0}
     return rmu.RMUConfig(**{**base, **overrides})
 
 
@@ -223,7 +222,7 @@ def test_rmu_flat_aims_at_c_u_plus_the_mean_forget_activation_off_u(tokenizer: o
 
 
 def test_config_refuses_what_cannot_run() -> None:
-    with pytest.raises(ConfigError, match="reference mode"):
+    with pytest.raises(ConfigError, match="reference mode reproduces the published RMU loop"):
         config("rmu-lat", reference_mode=True)
     with pytest.raises(ConfigError, match="adv_layer 2 must lie below"):
         config("rmu-lat", adv_layer=2)
@@ -234,6 +233,17 @@ def test_config_refuses_what_cannot_run() -> None:
     with pytest.raises(ConfigError, match="adv_model_steps"):
         config("rmu-lat", adv_model_steps=0)
     assert config("rmu-lat").adversary_layer == 1
+    assert config("rmu-lat").to_dict()["adv_layer"] == 1  # what runs is recorded, not None
+    with pytest.raises(ConfigError, match="adv_epsilon applies to rmu-lat and adv-rmu only"):
+        config("rmu", adv_epsilon=3.0)  # a flag for another method would be ignored: refused
+    with pytest.raises(ConfigError, match="flat_weight applies to rmu-flat only"):
+        config("rmu-lat", flat_weight=7.0)
+    with pytest.raises(ConfigError, match="adv_away applies to rmu-lat only"):
+        config("adv-rmu", adv_away=0.5)
+    with pytest.raises(ConfigError, match="beyond what float32 holds"):
+        config("rmu-lat", adv_lr=1e39)
+    with pytest.raises(ConfigError, match="--no-reference-mode"):
+        rmu.preset("wmdp-zephyr", method="rmu-flat")
 
 
 def test_presets_have_a_block_per_method() -> None:
@@ -286,7 +296,8 @@ def test_the_cli_runs_each_method_and_records_it(
 ) -> None:
     out = workdir / "out"
     log = workdir / "log.jsonl"
-    assert cli(workdir, "--method", method, "--adv-steps", "2", "--out", str(out), "--log-jsonl", str(log)) == 0
+    fewer = ["--adv-steps", "2"] if method != "rmu-flat" else []
+    assert cli(workdir, "--method", method, *fewer, "--out", str(out), "--log-jsonl", str(log)) == 0
     printed = capsys.readouterr().out
     steps = 2 * (4 if method != "rmu-flat" else 1)  # adv_model_steps defaults to 4 (published)
     assert f"{method}: {steps} steps" in printed
@@ -312,5 +323,12 @@ def test_the_cli_explains_a_method_that_reference_mode_cannot_run(
          str(workdir / "out")]
     )  # fmt: skip
     err = capsys.readouterr().err
-    assert code != 0 and "reference mode" in err and "Traceback" not in err
+    assert code != 0 and "--no-reference-mode" in err and "Traceback" not in err
+    assert not (workdir / "out").exists()
+
+
+def test_the_cli_refuses_a_flag_the_method_would_ignore(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(workdir, "--adv-epsilon", "3", "--out", str(workdir / "out")) != 0
+    err = capsys.readouterr().err
+    assert "adv_epsilon applies to rmu-lat and adv-rmu only" in err and "Traceback" not in err
     assert not (workdir / "out").exists()
