@@ -46,9 +46,17 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .._outputs import OutputDir, check_output_file
     from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
     from ..rmu.artifacts import check_streamable
-    from ..rmu.config import ADVERSARIAL, preset_values
+    from ..rmu.config import ADVERSARIAL, METHOD_FIELDS, preset_values
     from ..rmu.trainer import StepLog
 
+    method = getattr(args, "method", None) or "rmu"
+    unread = [name for name, methods in METHOD_FIELDS.items() if hasattr(args, name) and method not in methods]
+    if unread:  # given explicitly, even at its default value: it would do nothing
+        flag = "--" + unread[0].replace("_", "-")
+        raise ConfigError(
+            f"{flag} applies to {' and '.join(METHOD_FIELDS[unread[0]])} only; this run's method is {method}, "
+            f"which would ignore it (pass --method, or drop {flag})"
+        )
     config = config_from_args(args, RMUConfig, PRESETS, resolve=preset_values)
     if len(args.retain) not in (1, len(args.forget)):
         raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")

@@ -16,8 +16,8 @@ non-pad positions only; ``reference_mode`` averages over every position, padding
 Other methods (``config.method``) change the forget loss alone: ``rmu-lat`` and ``adv-rmu`` take it under a
 latent adversary fitted on each forget batch (:mod:`.adversary`) and make ``adv_model_steps`` updates with it;
 ``rmu-flat`` aims the forget activations at c·u plus the frozen model's mean forget activation with its u part
-removed, and weighs the error off u ``flat_weight`` times more: ablating u (or the mean shift) then leaves about
-the same vector for every forget token, at the norm the later layers expect.
+removed, with an extra weight ``flat_weight`` on the error off u: ablating u (or the mean shift) then leaves
+nearly the same vector for every forget token, which tells the later layers nothing about the entity.
 """
 
 import random

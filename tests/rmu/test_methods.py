@@ -327,8 +327,19 @@ def test_the_cli_explains_a_method_that_reference_mode_cannot_run(
     assert not (workdir / "out").exists()
 
 
-def test_the_cli_refuses_a_flag_the_method_would_ignore(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(workdir, "--adv-epsilon", "3", "--out", str(workdir / "out")) != 0
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--adv-epsilon", "3"], "--adv-epsilon applies to rmu-lat and adv-rmu only"),
+        (["--adv-epsilon", "2"], "--adv-epsilon applies to rmu-lat and adv-rmu only"),  # the default, given: still
+        (["--method", "rmu-lat", "--flat-weight", "200"], "--flat-weight applies to rmu-flat only"),
+        (["--method", "adv-rmu", "--adv-away", "1"], "--adv-away applies to rmu-lat only"),
+    ],
+)
+def test_the_cli_refuses_a_flag_the_method_would_ignore(
+    flags: list[str], named: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(workdir, *flags, "--out", str(workdir / "out")) != 0
     err = capsys.readouterr().err
-    assert "adv_epsilon applies to rmu-lat and adv-rmu only" in err and "Traceback" not in err
+    assert named in err and "Traceback" not in err
     assert not (workdir / "out").exists()
