@@ -267,3 +267,23 @@ def test_a_config_declaring_more_layers_than_the_weights_is_refused(tmp_path: Pa
         with pytest.raises(ru.ConfigError, match="holds no values"):
             load_causal_lm(str(base), first_layers=first_layers)
     assert load_causal_lm(str(base), first_layers=2) is not None  # the first two layers are all there
+
+
+@pytest.mark.parametrize("method", ["rmu-flat", "adv-rmu"])
+def test_unlearn_from_pretrained_runs_each_kind_of_method(tmp_path: Path, tokenizer: object, method: str) -> None:
+    """rmu-flat streams from layers 0..ℓ as RMU does; an adversarial method needs the logits, so it loads the
+    whole model: both equal the same method run on the full model loaded by hand."""
+    base = saved(tmp_path, "llama", shards=True)
+    tokenizer.save_pretrained(base)  # type: ignore[attr-defined]
+    extra = {"adv_steps": 2, "adv_model_steps": 1} if method == "adv-rmu" else {}
+    config = dataclasses.replace(CONFIG, method=method, **extra)  # type: ignore[arg-type]
+    result = rmu.unlearn_from_pretrained(base, [FORGET], [RETAIN], config, out=tmp_path / "out", progress=False)
+    full = tf.AutoModelForCausalLM.from_pretrained(base).eval()
+    expected = rmu.unlearn(full, tokenizer, [FORGET], [RETAIN], config, progress=False)
+    assert [h.forget_loss for h in result.history] == pytest.approx([h.forget_loss for h in expected.history])
+    summary = json.loads((tmp_path / "out" / "rmu_config.json").read_text())
+    assert summary["config"]["method"] == method
+    assert ("layers_loaded" in summary) == (method == "rmu-flat")  # only the streamed run records a partial load
+    written = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    for name, p in written.named_parameters():
+        torch.testing.assert_close(p, dict(full.named_parameters())[name], rtol=1e-5, atol=1e-7)
