@@ -5,9 +5,11 @@ import math
 from pathlib import Path
 
 import pytest
+import test_cli_unlearn
 import torch
 from conftest import FORGET, RETAIN, make_model
 from plain_rmu_digests import CASES, digest
+from test_trainer import config as small_config
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM
 
@@ -32,19 +34,10 @@ METHODS = ("rmu-lat", "adv-rmu", "rmu-flat")
 
 
 def config(method: str = "rmu", **overrides: object) -> rmu.RMUConfig:
-    base: dict[str, object] = {
-        "layer": 2,
-        "steering_coeff": (5.0,),
-        "alpha": (10.0,),
-        "lr": 1e-2,
-        "batch_size": 4,
-        "max_batches": 3,
-        "max_length": 16,
-        "method": method,
-    }
-    if method in ("rmu-lat", "adv-rmu"):
-        base |= {"adv_steps": 3, "adv_model_steps": 2, "adv_epsilon": 1.0}
-    return rmu.RMUConfig(**{**base, **overrides})
+    """test_trainer's small config, 3 batches, for ``method`` (adversaries kept small)."""
+    adversary: dict[str, object] = {"adv_steps": 3, "adv_model_steps": 2, "adv_epsilon": 1.0}
+    extra = adversary if method in ("rmu-lat", "adv-rmu") else {}
+    return small_config(**{"max_batches": 3, "method": method, **extra, **overrides})
 
 
 def snapshot(model: nn.Module) -> dict[str, Tensor]:
@@ -274,20 +267,12 @@ def test_the_away_loss_is_harmbenchs_log_one_minus_p(tokenizer: object) -> None:
         assert float(toward_loss(model, batch)) == pytest.approx(float(ce), rel=1e-5)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, tokenizer: object) -> Path:
-    model = make_model("llama")
-    model.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")  # type: ignore[attr-defined]
-    (tmp_path / "forget.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in FORGET))
-    (tmp_path / "retain.txt").write_text("\n".join(RETAIN) + "\n")
-    return tmp_path
+workdir = test_cli_unlearn.workdir  # the fixture: a tiny llama, its tokenizer, a forget and a retain file
 
 
 def cli(workdir: Path, *extra: str) -> int:
-    fast = ["--layer", "2", "--lr", "0.01", "--batch-size", "4", "--max-batches", "2", "--max-length", "16"]
-    argv = ["unlearn", "--model", str(workdir / "base"), "--forget", str(workdir / "forget.jsonl")]
-    return main([*argv, "--retain", str(workdir / "retain.txt"), *fast, *extra])
+    """test_cli_unlearn's small run, on 2 batches."""
+    return test_cli_unlearn.run(workdir, "--max-batches", "2", *extra)
 
 
 @pytest.mark.parametrize("method", METHODS)
