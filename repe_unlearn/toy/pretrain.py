@@ -24,6 +24,8 @@ from ..errors import DataError, TrainingError
 from .config import PretrainConfig
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+QUICK_CHECK = 48  # questions per set in the glance taken before a whole check
+QUICK_MARGIN = 0.1  # a glance this far below the target skips the whole check
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> tf.PreTrainedTokenizerFast:
@@ -120,8 +122,10 @@ def pretrain(
     ``eval_items`` (up to 200 questions each) is checked, and training stops once all reach ``target``, or when
     a cosine cycle ends less than 0.01 above the previous one's accuracy; without items it stops when a cycle
     ends less than 2% (or 0.01) below the previous one's loss. Either way it stops at
-    ``max_steps`` or ``max_seconds``. How it stopped is in ``model.config.repe_unlearn_pretrain`` ("stopped":
-    target, plateau, steps or ceiling; with the last accuracies checked).
+    ``max_steps`` or ``max_seconds``. A check first glances at ``QUICK_CHECK`` questions of each set and scores
+    the whole sets only when the glance is within ``QUICK_MARGIN`` of the target (or a cycle ends). How it
+    stopped is in ``model.config.repe_unlearn_pretrain`` ("stopped": target, plateau, steps or ceiling; with
+    the accuracies of the model returned, on the whole sets).
 
     One-line documents have their sentences shuffled at each visit (each fact is learned wherever it stands);
     documents with line breaks (letter-format questions with their answer) are kept in order.
@@ -164,6 +168,15 @@ def pretrain(
     stopped = "steps" if config.steps is not None else "ceiling"
     cycle_losses: list[float] = []  # the mean loss over the last check window of each finished cycle
     cycle_accuracy: list[float] = []  # the lowest set's accuracy at the end of each finished cycle
+    checked_at = -1  # the step of the last check on the whole sets
+
+    def check(sets: Mapping[str, Sequence[MCQItem]]) -> dict[str, float]:
+        model.eval()
+        return {
+            name: evaluate_mcq(model, tokenizer, items, format="cloze", batch_size=64).accuracy
+            for name, items in sets.items()
+        }
+
     bar = tqdm(total=ceiling, desc="pretrain", disable=not progress, unit="step")
     start, checking = time.perf_counter(), 0.0
     for step in range(ceiling):
@@ -199,17 +212,18 @@ def pretrain(
             continue
         if checks:
             began = time.perf_counter()
-            model.eval()
-            accuracy = {
-                name: evaluate_mcq(model, tokenizer, items, format="cloze", batch_size=64).accuracy
-                for name, items in checks.items()
-            }
+            cycle_ends = lr_factor(step + 1, config)[1] != cycle
+            # a glance at the first QUICK_CHECK questions of each (shuffled) set; the whole sets only when the
+            # glance could be at the target, or a cycle ends (its accuracy decides on a plateau)
+            glance = None if cycle_ends else check({name: items[:QUICK_CHECK] for name, items in checks.items()})
+            if glance is None or min(glance.values()) >= config.target - QUICK_MARGIN:
+                accuracy, checked_at = check(checks), step
             checking += time.perf_counter() - began
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{min(accuracy.values()):.2f}")
-            if min(accuracy.values()) >= config.target:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{min((glance or accuracy).values()):.2f}")
+            if checked_at == step and min(accuracy.values()) >= config.target:
                 stopped = "target"
                 break
-            if lr_factor(step + 1, config)[1] != cycle:  # a cycle ends: stop if it taught nothing more
+            if cycle_ends:  # stop if the cycle taught nothing more
                 cycle_accuracy.append(min(accuracy.values()))
                 if len(cycle_accuracy) >= 2 and cycle_accuracy[-1] < cycle_accuracy[-2] + step_of_two:
                     stopped = "plateau"
@@ -222,6 +236,10 @@ def pretrain(
         if time.perf_counter() - start > config.max_seconds:
             break
     bar.close()
+    if checks and checked_at != len(losses) - 1:  # the summary reports the model as it is, on the whole sets
+        began = time.perf_counter()
+        accuracy = check(checks)
+        checking += time.perf_counter() - began
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise TrainingError("the weights hold NaN or infinite values after the last step; lower the learning rate")
     model.eval()

@@ -153,3 +153,33 @@ def test_what_cannot_be_learned_is_said(tmp_path: Path, capsys: pytest.CaptureFi
     noise = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(5)]
     pretrain(noise, PretrainConfig(**SMALL, steps=2), progress=False)  # type: ignore[arg-type]
     assert "little repeated structure" in capsys.readouterr().err
+
+
+def test_checks_glance_first_and_the_summary_scores_the_returned_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from repe_unlearn import evaluation
+    from repe_unlearn.data import read_texts
+    from repe_unlearn.toy import World, write_world
+    from repe_unlearn.toy.pretrain import QUICK_CHECK
+
+    files = write_world(World.generate(5, 16), tmp_path / "w")  # 64 questions a set: more than a glance
+    texts = read_texts(files["forget"]) + read_texts(files["retain"])
+    items = {k: read_mcq(files[f"{k}_cloze"]) for k in ("forget", "retain")}
+    sizes: list[int] = []
+    real = evaluation.evaluate_mcq
+
+    def counted(model: object, tokenizer: object, rows: list[object], **kwargs: object) -> object:
+        sizes.append(len(rows))
+        return real(model, tokenizer, rows, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluation, "evaluate_mcq", counted)
+    config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=7, horizon=1000)  # type: ignore[arg-type]
+    model, tokenizer, _ = pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
+    # step 5: an untrained model glances far below the target and skips the whole sets; after step 7 the
+    # summary scores the model returned on the whole sets
+    assert sizes == [QUICK_CHECK, QUICK_CHECK, 64, 64]
+    run = model.config.repe_unlearn_pretrain
+    assert run["stopped"] == "ceiling"
+    for name, rows in items.items():
+        assert run["checked_accuracy"][name] == real(model, tokenizer, rows, format="cloze").accuracy
