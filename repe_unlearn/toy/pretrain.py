@@ -215,7 +215,8 @@ def pretrain(
             cycle_ends = lr_factor(step + 1, config)[1] != cycle
             # a glance at the first QUICK_CHECK questions of each (shuffled) set; the whole sets only when the
             # glance could be at the target, or a cycle ends (its accuracy decides on a plateau)
-            glance = None if cycle_ends else check({name: items[:QUICK_CHECK] for name, items in checks.items()})
+            small = all(len(items) <= QUICK_CHECK for items in checks.values())  # a glance would see them all
+            glance = None if cycle_ends or small else check({k: v[:QUICK_CHECK] for k, v in checks.items()})
             if glance is None or min(glance.values()) >= config.target - QUICK_MARGIN:
                 accuracy, checked_at = check(checks), step
             checking += time.perf_counter() - began

@@ -183,3 +183,24 @@ def test_checks_glance_first_and_the_summary_scores_the_returned_model(
     assert run["stopped"] == "ceiling"
     for name, rows in items.items():
         assert run["checked_accuracy"][name] == real(model, tokenizer, rows, format="cloze").accuracy
+
+
+def test_sets_no_larger_than_a_glance_are_scored_once_per_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from repe_unlearn import evaluation
+    from repe_unlearn.toy.pretrain import QUICK_CHECK
+
+    texts, items = small_world(tmp_path)  # 16 questions a set
+    assert all(len(rows) <= QUICK_CHECK for rows in items.values())
+    sizes: list[int] = []
+    real = evaluation.evaluate_mcq
+
+    def counted(model: object, tokenizer: object, rows: list[object], **kwargs: object) -> object:
+        sizes.append(len(rows))
+        return real(model, tokenizer, rows, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluation, "evaluate_mcq", counted)
+    config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=10, horizon=1000)  # type: ignore[arg-type]
+    pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
+    assert sizes == [16, 16, 16, 16]  # steps 5 and 10, each set once; the last check is of the model returned
