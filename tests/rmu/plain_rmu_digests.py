@@ -1,7 +1,10 @@
 """Digests of the tensors plain RMU produces on tiny models, recorded before RMU gained other methods.
 
-``python tests/rmu/plain_rmu_digests.py`` prints them for the code as it is now; tests/rmu/test_methods.py
-asserts today's plain RMU still produces exactly these bytes.
+``python tests/rmu/plain_rmu_digests.py`` prints them, each with the fingerprint of its inputs, for the code as it
+is now; tests/rmu/test_methods.py asserts today's plain RMU still produces exactly these bytes. The inputs (the
+tiny models' initial weights, the tokens of the texts) come from transformers and tokenizers, whose releases may
+change them; so the digests are recorded per input fingerprint, each by running this script on a checkout of
+c89ce9c (the code before the methods) with ``PYTHONPATH`` pointing there.
 """
 
 import hashlib
@@ -35,6 +38,16 @@ BASE: dict[str, Any] = {
 }
 
 
+def inputs(case: str, tokenizer: Any) -> str:
+    """SHA-256 of what the environment makes of ``case``'s inputs: the initial weights and the texts' tokens."""
+    h = hashlib.sha256()
+    for p in make_model(CASES[case]["arch"]).parameters():
+        h.update(p.detach().float().contiguous().numpy().tobytes())
+    for text in (FORGET, RETAIN):
+        h.update(str(tokenizer(text)["input_ids"]).encode())
+    return h.hexdigest()
+
+
 def digest(case: str, tokenizer: Any) -> str:
     """SHA-256 of the updated tensors' bytes, in parameter order, after plain RMU on ``case``."""
     spec = CASES[case]
@@ -58,4 +71,4 @@ if __name__ == "__main__":
 
     tok = conftest.tokenizer.__wrapped__()  # type: ignore[attr-defined]
     for case in CASES:
-        print(f"{case!r}: {digest(case, tok)!r},")
+        print(f"{case!r}: {{{inputs(case, tok)!r}: {digest(case, tok)!r}}},")
