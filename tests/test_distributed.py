@@ -95,10 +95,18 @@ def test_two_gloo_ranks_match_one_process(tokenizer: object, tmp_path: Path) -> 
     assert flat[1] == pytest.approx(flat[0], rel=1e-5, abs=1e-9)
     assert [s for row in a["scores"] for s in row] == pytest.approx([s for row in b["scores"] for s in row], abs=1e-4)
     assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-6)
-    for key in ("norms", "cosine_to_base", "max_abs_difference_from_base", "probe_accuracy"):
+    for key in ("norms", "cosine_to_base", "max_abs_difference_from_base"):
         assert json.dumps(a["diagnostics"][key]) == json.dumps(b["diagnostics"][key]) or _close(
             a["diagnostics"][key], b["diagnostics"][key]
         )
+    # a probe on 11 questions of an untrained model holds out 3: weights 1e-6 apart (what two ranks give) can move
+    # one held-out answer, as adding 1e-6 noise in one process does; more than one item apart is a real difference
+    probes = (a["diagnostics"]["probe_accuracy"], b["diagnostics"]["probe_accuracy"])
+    assert probes[0].keys() == probes[1].keys()
+    for model in probes[0]:
+        assert probes[0][model]["domain"] == pytest.approx(probes[1][model]["domain"], abs=1e-6)
+        pairs = zip(probes[0][model]["q"], probes[1][model]["q"], strict=True)
+        assert all(abs(x - y) <= 1 / 3 + 1e-6 for x, y in pairs)
 
 
 @pytest.mark.slow
