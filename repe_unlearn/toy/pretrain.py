@@ -241,6 +241,8 @@ def pretrain(
         began = time.perf_counter()
         accuracy = check(checks)
         checking += time.perf_counter() - began
+        if stopped == "ceiling" and min(accuracy.values()) >= config.target:  # reached after the last check
+            stopped = "target"
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise TrainingError("the weights hold NaN or infinite values after the last step; lower the learning rate")
     model.eval()

@@ -204,3 +204,11 @@ def test_sets_no_larger_than_a_glance_are_scored_once_per_check(
     config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=10, horizon=1000)  # type: ignore[arg-type]
     pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
     assert sizes == [16, 16, 16, 16]  # steps 5 and 10, each set once; the last check is of the model returned
+
+
+def test_a_target_reached_after_the_last_check_is_not_called_a_ceiling(tmp_path: Path) -> None:
+    texts, items = small_world(tmp_path)
+    config = PretrainConfig(**SMALL, target=0.01, max_steps=3)  # type: ignore[arg-type]  # no check before step 10
+    model, _, _ = pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
+    run = model.config.repe_unlearn_pretrain
+    assert run["steps_run"] == 3 and run["stopped"] == "target" and min(run["checked_accuracy"].values()) >= 0.01
