@@ -155,10 +155,23 @@ def test_what_cannot_be_learned_is_said(tmp_path: Path, capsys: pytest.CaptureFi
     assert "little repeated structure" in capsys.readouterr().err
 
 
+def count_questions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of questions of every evaluation pretraining makes from now on (evaluation still runs)."""
+    from repe_unlearn import evaluation
+
+    sizes: list[int] = []
+
+    def counted(model: object, tokenizer: object, rows: list[object], **kwargs: object) -> object:
+        sizes.append(len(rows))
+        return evaluate_mcq(model, tokenizer, rows, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluation, "evaluate_mcq", counted)
+    return sizes
+
+
 def test_checks_glance_first_and_the_summary_scores_the_returned_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from repe_unlearn import evaluation
     from repe_unlearn.data import read_texts
     from repe_unlearn.toy import World, write_world
     from repe_unlearn.toy.pretrain import QUICK_CHECK
@@ -166,14 +179,8 @@ def test_checks_glance_first_and_the_summary_scores_the_returned_model(
     files = write_world(World.generate(5, 16), tmp_path / "w")  # 64 questions a set: more than a glance
     texts = read_texts(files["forget"]) + read_texts(files["retain"])
     items = {k: read_mcq(files[f"{k}_cloze"]) for k in ("forget", "retain")}
-    sizes: list[int] = []
-    real = evaluation.evaluate_mcq
-
-    def counted(model: object, tokenizer: object, rows: list[object], **kwargs: object) -> object:
-        sizes.append(len(rows))
-        return real(model, tokenizer, rows, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(evaluation, "evaluate_mcq", counted)
+    sizes = count_questions(monkeypatch)
+    real = evaluate_mcq
     config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=7, horizon=1000)  # type: ignore[arg-type]
     model, tokenizer, _ = pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
     # step 5: an untrained model glances far below the target and skips the whole sets; after step 7 the
@@ -188,19 +195,11 @@ def test_checks_glance_first_and_the_summary_scores_the_returned_model(
 def test_sets_no_larger_than_a_glance_are_scored_once_per_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from repe_unlearn import evaluation
     from repe_unlearn.toy.pretrain import QUICK_CHECK
 
     texts, items = small_world(tmp_path)  # 16 questions a set
     assert all(len(rows) <= QUICK_CHECK for rows in items.values())
-    sizes: list[int] = []
-    real = evaluation.evaluate_mcq
-
-    def counted(model: object, tokenizer: object, rows: list[object], **kwargs: object) -> object:
-        sizes.append(len(rows))
-        return real(model, tokenizer, rows, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(evaluation, "evaluate_mcq", counted)
+    sizes = count_questions(monkeypatch)
     config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=10, horizon=1000)  # type: ignore[arg-type]
     pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
     assert sizes == [16, 16, 16, 16]  # steps 5 and 10, each set once; the last check is of the model returned
