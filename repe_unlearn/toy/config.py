@@ -28,7 +28,7 @@ class PretrainConfig:
     target: float = field(default=0.98, metadata=_help("stop once every --eval-mcq set reaches this accuracy"))
     eval_every: int = field(default=25, metadata=_help("steps between accuracy (or loss-plateau) checks"))
     horizon: int = field(
-        default=400, metadata=_help("steps of the first cosine cycle; each later one twice as long, at half --lr")
+        default=400, metadata=_help("steps of the first cosine cycle; each later cycle is twice as long")
     )
     warmup: int = field(
         default=30, metadata=_help("linear warm-up steps at the start of each cycle (a tenth of it at most)")

@@ -50,16 +50,14 @@ def _sentences(text: str) -> list[str]:
 def lr_factor(step: int, config: PretrainConfig) -> tuple[float, int]:
     """The learning rate's multiple at ``step`` and the cycle it belongs to: cosine cycles of ``horizon``,
     2 x ``horizon``, 4 x ... steps (one cycle of ``steps`` when that is set), each with a linear warm-up,
-    decaying to a tenth of its peak. The first cycle peaks at 1, later ones at 0.5: a restart at the full rate
-    undid much of what the first cycle had taught (on a varied-forms world the accuracy fell from 0.93 to 0.71).
-    Any length of training ends a cycle at a low rate not far from its end."""
+    decaying to a tenth of the peak. Any length of training ends a cycle at a low rate not far from its end."""
     length, start, cycle = (config.steps, 0, 0) if config.steps is not None else (config.horizon, 0, 0)
     while config.steps is None and step >= start + length:
         start, length, cycle = start + length, 2 * length, cycle + 1
     t = step - start
     warmup = min(config.warmup, length // 10)  # a short cycle warms up for a tenth of it at most
     warm = min(1.0, (t + 1) / warmup) if warmup else 1.0
-    return (0.5 if cycle else 1.0) * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(t, length) / length))), cycle
+    return warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(t, length) / length))), cycle
 
 
 def answers_missing(texts: Sequence[str], items: Sequence[MCQItem]) -> list[MCQItem]:
