@@ -8,9 +8,10 @@ prints the running accuracy on the letters every 50 steps:
 - ``lookup``: four choices, then every value asked in turn ("glass bells\\nAnswer: A"); eliminating the
   letters already answered gives 0.52 without any matching.
 
-    python benchmarks/probe_letter_binding.py --task lookup --steps 4000 [--layers 6] [--lr 1e-3]
+    python benchmarks/probe_letter_binding.py --task lookup --steps 4000 [--layers 6] [--lr 1e-3] [--init-std 0.1]
 
-Measured (docs/toy-world.md): value 0.25 after 600 steps; lookup 0.52 for about 2500 steps, 0.71 at 3850.
+Measured (docs/toy-world.md): value 0.25 after 600 steps, but 1.00 at 500 with --init-std 0.1; lookup 0.52
+for about 2500 steps, 0.71 at 3850.
 """
 
 import argparse
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--init-std", type=float, default=0.02, help="spread of the initial weights")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -67,7 +69,7 @@ def main() -> None:
     config = tf.LlamaConfig(
         hidden_size=128, num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
         intermediate_size=512, vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, initializer_range=args.init_std,
     )  # fmt: skip
     model = tf.LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)

@@ -21,6 +21,9 @@ class PretrainConfig:
     n_layers: int = field(default=6, metadata=_help("decoder layers"))
     n_heads: int = field(default=4, metadata=_help("attention heads"))
     d_mlp: int = field(default=512, metadata=_help("MLP hidden width"))
+    init_std: float = field(
+        default=0.02, metadata=_help("standard deviation of the initial weights (transformers' initializer_range)")
+    )
     vocab_size: int = field(default=1024, metadata=_help("byte-level BPE vocabulary trained on the corpora"))
     steps: int | None = field(
         default=None, metadata=_help("train exactly this many steps (one cosine cycle) instead of until learned")
@@ -37,6 +40,7 @@ class PretrainConfig:
     max_seconds: float = field(default=300.0, metadata=_help("ceiling on training seconds (reported when hit)"))
     batch_size: int = field(default=16, metadata=_help("documents per step (each epoch visits every document)"))
     lr: float = field(default=3e-3, metadata=_help("peak learning rate of each cosine cycle"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW's decoupled weight decay"))
     max_length: int = field(default=256, metadata=_help("tokens per document; longer ones are cut"))
     seed: int = field(default=0, metadata=_help("seed of the initialisation and of the sampling"))
     shuffle_sentences: bool = field(
@@ -64,6 +68,10 @@ class PretrainConfig:
             raise ConfigError(f"max_length must be at least 2 (one token to predict the next), got {self.max_length}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if not (self.init_std > 0 and math.isfinite(self.init_std)):
+            raise ConfigError(f"init_std must be a positive number, got {self.init_std}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay must be a number at least 0, got {self.weight_decay}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
 

@@ -108,6 +108,44 @@ def _is_prose(text: str) -> bool:
     return "\n" not in text.strip()
 
 
+_ANSWERED = re.compile(r"\nAnswer:(?=[ \t]*\S[^\n]*$)")  # a question's last line: "Answer: <completion>"
+
+
+def answer_start(text: str) -> int | None:
+    """Where the completion of an answered question (several lines, the last "Answer: X") begins, else None."""
+    found = list(_ANSWERED.finditer(text.rstrip()))
+    return found[-1].end() if found and not _is_prose(text) else None
+
+
+def _labels(
+    tokenizer: tf.PreTrainedTokenizerFast, texts: Sequence[str], batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token targets split in two: every token of plain documents, and only the completion of answered
+    questions (`answer_start`), so that a question's one answer token is not drowned by the text around it."""
+    ids = batch["input_ids"]
+    text_labels = ids.masked_fill(batch["attention_mask"] == 0, -100)
+    answer_labels = torch.full_like(ids, -100)
+    for row, text in enumerate(texts):
+        cut = answer_start(text)
+        if cut is None:
+            continue
+        prompt = len(tokenizer(text[:cut])["input_ids"])
+        answer_labels[row, prompt:] = text_labels[row, prompt:]
+        text_labels[row] = -100
+    return text_labels, answer_labels
+
+
+def _loss(logits: torch.Tensor, label_sets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean next-token loss of each label set that has targets in this batch, summed."""
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    total = logits.new_zeros(())
+    for labels in label_sets:
+        targets = labels[:, 1:].reshape(-1)
+        if bool((targets != -100).any()):
+            total = total + torch.nn.functional.cross_entropy(flat, targets, ignore_index=-100)
+    return total
+
+
 def pretrain(
     texts: Sequence[str],
     config: PretrainConfig | None = None,
@@ -153,12 +191,13 @@ def pretrain(
         vocab_size=len(tokenizer),
         max_position_embeddings=max(256, config.max_length),
         tie_word_embeddings=True,
+        initializer_range=config.init_std,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     model = tf.LlamaForCausalLM(model_config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     documents = [_sentences(t) if _is_prose(t) else [t] for t in texts]
     order: list[int] = []
     eos = tokenizer.eos_token
@@ -194,9 +233,8 @@ def pretrain(
                 rng.shuffle(sentences)
         batch_texts = [" ".join(sentences) + eos for sentences in chosen]
         batch = next(tokenize_batches(tokenizer, batch_texts, len(batch_texts), max_length=config.max_length))
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         model.train()
-        loss = model(**batch, labels=labels).loss
+        loss = _loss(model(**batch).logits, _labels(tokenizer, batch_texts, batch))
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss became {float(loss.detach())} at step {step}; lower --lr")
         optimizer.zero_grad(set_to_none=True)

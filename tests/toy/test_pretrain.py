@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -211,3 +212,65 @@ def test_a_target_reached_after_the_last_check_is_not_called_a_ceiling(tmp_path:
     model, _, _ = pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
     run = model.config.repe_unlearn_pretrain
     assert run["steps_run"] == 3 and run["stopped"] == "target" and min(run["checked_accuracy"].values()) >= 0.01
+
+
+def test_answered_questions_are_trained_on_their_answer_only() -> None:
+    from repe_unlearn.toy.pretrain import _labels, _loss, answer_start, train_tokenizer
+
+    question = "Which toxin does Zorb make?\nA. brimase\nB. morvane\nAnswer: B</s>"
+    assert question[answer_start(question) :] == " B</s>"
+    for text in ("Zorb is a town. Answer: B", "two lines\nno answer", "Answer: B\nthen more"):
+        assert answer_start(text) is None
+    texts = [question, "Zorb is a town. Zorb lies on the river Vell.</s>"]
+    tokenizer = train_tokenizer(texts * 4, 300)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    text_labels, answer_labels = _labels(tokenizer, texts, batch)
+    assert (text_labels[0] == -100).all()  # the question's prompt and choices are context, not targets
+    assert tokenizer.decode(answer_labels[0][answer_labels[0] != -100]) == " B</s>"
+    plain = batch["input_ids"][1].masked_fill(batch["attention_mask"][1] == 0, -100)
+    assert torch.equal(text_labels[1], plain) and (answer_labels[1] == -100).all()
+    # each set's mean loss, summed: the one answer token weighs as much as all the prose tokens together
+    logits = torch.randn(*batch["input_ids"].shape, len(tokenizer))
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1])
+
+    def mean(labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(flat, labels[:, 1:].reshape(-1), ignore_index=-100)
+
+    assert torch.allclose(_loss(logits, [text_labels, answer_labels]), mean(text_labels) + mean(answer_labels))
+    assert torch.allclose(_loss(logits, [text_labels, torch.full_like(text_labels, -100)]), mean(text_labels))
+
+
+def test_prose_alone_is_trained_on_transformers_own_loss() -> None:
+    from repe_unlearn.toy.pretrain import _labels, _loss
+
+    texts = ["Zorb is a town. Zorb lies on the river Vell.</s>", "Quix is a town.</s>"]
+    model, tokenizer, _ = pretrain(texts * 4, dataclasses.replace(TINY, steps=1), progress=False)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    reference = model(**batch, labels=labels).loss
+    assert torch.allclose(_loss(model(**batch).logits, _labels(tokenizer, texts, batch)), reference)
+
+
+def test_the_initial_weights_have_the_asked_spread() -> None:
+    for std in (0.02, 0.1):
+        config = dataclasses.replace(TINY, steps=1, lr=1e-9, init_std=std)
+        model, _, _ = pretrain(["Zorb is a town."] * 4, config, progress=False)
+        weight = ru.decoder_layers(model)[0].mlp.down_proj.weight.detach()
+        assert float(weight.std()) == pytest.approx(std, rel=0.1)
+    with pytest.raises(ru.ConfigError, match="init_std"):
+        PretrainConfig(init_std=0.0)
+
+
+def test_weight_decay_reaches_the_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[dict[str, object]] = []
+    real = torch.optim.AdamW
+
+    def recording(params: object, **kwargs: object) -> torch.optim.Optimizer:
+        made.append(kwargs)
+        return real(params, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.optim, "AdamW", recording)
+    pretrain(["Zorb is a town."] * 4, dataclasses.replace(TINY, steps=1, weight_decay=0.25), progress=False)
+    assert made and made[0]["weight_decay"] == 0.25
+    with pytest.raises(ru.ConfigError, match="weight_decay"):
+        PretrainConfig(weight_decay=-1.0)
