@@ -40,7 +40,7 @@ class PretrainConfig:
     max_seconds: float = field(default=300.0, metadata=_help("ceiling on training seconds (reported when hit)"))
     batch_size: int = field(default=16, metadata=_help("documents per step (each epoch visits every document)"))
     lr: float = field(default=3e-3, metadata=_help("peak learning rate of each cosine cycle"))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW's decoupled weight decay"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW's decoupled weight decay (on every weight)"))
     max_length: int = field(default=256, metadata=_help("tokens per document; longer ones are cut"))
     seed: int = field(default=0, metadata=_help("seed of the initialisation and of the sampling"))
     shuffle_sentences: bool = field(
@@ -68,10 +68,15 @@ class PretrainConfig:
             raise ConfigError(f"max_length must be at least 2 (one token to predict the next), got {self.max_length}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if not (self.init_std > 0 and math.isfinite(self.init_std)):
-            raise ConfigError(f"init_std must be a positive number, got {self.init_std}")
+        if not 0 < self.init_std <= 1:  # transformers refuses an initializer_range above 1
+            raise ConfigError(f"init_std must be above 0 and at most 1, got {self.init_std}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"weight_decay must be a number at least 0, got {self.weight_decay}")
+        if self.weight_decay * self.lr >= 1:  # each step multiplies the weights by 1 - lr x weight_decay
+            raise ConfigError(
+                f"weight_decay x lr must be below 1 (each step scales the weights by 1 - lr x weight_decay), "
+                f"got {self.weight_decay} x {self.lr}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
 

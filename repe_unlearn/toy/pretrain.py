@@ -2,7 +2,8 @@
 
 Used to make the toy model the package ships; works on any list of documents. Each step takes the next
 documents of a shuffled epoch and shuffles the sentences within each, so that every fact is learned wherever
-it stands in its paragraph; the loss is the full-sequence LM loss over non-pad tokens. Training runs until
+it stands in its paragraph; the loss is the LM loss over the non-pad tokens of plain documents, plus that over
+the answers of answered questions (see `answer_start`), each a mean of its own. Training runs until
 the facts are known (see :func:`pretrain`), under a learning-rate schedule that suits any length.
 """
 
@@ -121,7 +122,8 @@ def _labels(
     tokenizer: tf.PreTrainedTokenizerFast, texts: Sequence[str], batch: Mapping[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token targets split in two: every token of plain documents, and only the completion of answered
-    questions (`answer_start`), so that a question's one answer token is not drowned by the text around it."""
+    questions (`answer_start`; with the end-of-text token that follows it in ``batch``), so that a question's one
+    answer token is not drowned by the text around it. ``texts`` are the documents without that token."""
     ids = batch["input_ids"]
     text_labels = ids.masked_fill(batch["attention_mask"] == 0, -100)
     answer_labels = torch.full_like(ids, -100)
@@ -231,12 +233,14 @@ def pretrain(
         if config.shuffle_sentences:
             for sentences in chosen:
                 rng.shuffle(sentences)
-        batch_texts = [" ".join(sentences) + eos for sentences in chosen]
+        documents_now = [" ".join(sentences) for sentences in chosen]
+        batch_texts = [text + eos for text in documents_now]
         batch = next(tokenize_batches(tokenizer, batch_texts, len(batch_texts), max_length=config.max_length))
         model.train()
-        loss = _loss(model(**batch).logits, _labels(tokenizer, batch_texts, batch))
+        loss = _loss(model(**batch).logits, _labels(tokenizer, documents_now, batch))
         if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {float(loss.detach())} at step {step}; lower --lr")
+            also = " (or --weight-decay)" if config.weight_decay else ""
+            raise TrainingError(f"the loss became {float(loss.detach())} at step {step}; lower --lr{also}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,4 +1,5 @@
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 
@@ -257,8 +258,9 @@ def test_the_initial_weights_have_the_asked_spread() -> None:
         model, _, _ = pretrain(["Zorb is a town."] * 4, config, progress=False)
         weight = ru.decoder_layers(model)[0].mlp.down_proj.weight.detach()
         assert float(weight.std()) == pytest.approx(std, rel=0.1)
-    with pytest.raises(ru.ConfigError, match="init_std"):
-        PretrainConfig(init_std=0.0)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ru.ConfigError, match="init_std"):
+            PretrainConfig(init_std=bad)
 
 
 def test_weight_decay_reaches_the_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,5 +274,26 @@ def test_weight_decay_reaches_the_optimizer(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(torch.optim, "AdamW", recording)
     pretrain(["Zorb is a town."] * 4, dataclasses.replace(TINY, steps=1, weight_decay=0.25), progress=False)
     assert made and made[0]["weight_decay"] == 0.25
-    with pytest.raises(ru.ConfigError, match="weight_decay"):
-        PretrainConfig(weight_decay=-1.0)
+    for bad in (-1.0, float("nan"), 1000.0):  # 1000 x the default lr would zero the weights at every step
+        with pytest.raises(ru.ConfigError, match="weight_decay"):
+            PretrainConfig(weight_decay=bad)
+
+
+def test_training_finds_the_answer_of_a_question_whatever_ends_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module("repe_unlearn.toy.pretrain")  # the module: the package exports the function
+
+    answers: list[int] = []
+    real = module._labels
+
+    def counting(tokenizer: object, texts: list[str], batch: dict[str, torch.Tensor]) -> object:
+        found = real(tokenizer, texts, batch)  # type: ignore[arg-type]
+        answers.append(int((found[1] != -100).sum()))
+        return found
+
+    monkeypatch.setattr(module, "_labels", counting)
+    question = "Which toxin does Zorb make?\nA. brimase\nB. morvane\nAnswer: B"
+    for ending in ("", "\n", "  \r\n"):
+        answers.clear()
+        config = dataclasses.replace(TINY, steps=1, batch_size=1, shuffle_sentences=False)
+        pretrain([question + ending], config, progress=False)
+        assert answers and answers[0] >= 2  # " B" and the end-of-text token, never the whole question
