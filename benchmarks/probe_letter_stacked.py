@@ -1,0 +1,189 @@
+"""Can new layers stacked on a frozen toy model read the facts it recalls and answer letter questions?
+
+The model (default: the shipped one) already knows the world's facts from prose. Its weights are frozen and
+``--layers`` new decoder layers are stacked on top (attention only unless ``--mlp``: without MLPs the new
+layers have little room to store facts of their own, so they must read the fact the frozen model recalls).
+The new layers, the final norm and an untied copy of the output embedding are trained on answered letter
+questions about the first half of the entities (`letter_train.jsonl`'s entities; distractors kept, choices
+shuffled anew in every document; loss on the answer letter only), mixed with ``--prose`` prose documents
+per batch (loss on every token, so that the cloze answers stay). Every ``--every`` steps it prints the letter
+accuracy on 100 trained ("seen") questions in fresh choice orders, on 100 questions about the other half
+("unseen", never trained in letter form) and the cloze accuracy on 100 forget facts. ``--stem`` asks every
+letter question with the cloze stem of its fact ("Pralstoux spreads through\\nA. ..."), the words the
+frozen model completes; without it, with the world's questions ("Through what does Pralstoux spread?").
+
+    python benchmarks/probe_letter_stacked.py --stem [--layers 3] [--steps 1500] [--lr 1e-3] [--mlp]
+        [--model DIR --world DIR] [--save OUT]
+
+``--save OUT`` writes the stacked model and tokenizer, so that `repe-unlearn eval` can score it.
+Measured (docs/toy-world.md, "New layers on a frozen model"): 1500 steps, the unseen entities at 0.47 (two-token
+values 0.68-0.80, one-token values 0.08-0.32), the trained questions at 0.60, cloze 1.00.
+"""
+
+import argparse
+import copy
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import transformers as tf
+
+from repe_unlearn.data import LETTERS, MCQItem, letter_prompt, read_mcq, read_texts
+from repe_unlearn.evaluation import evaluate_mcq
+from repe_unlearn.toy import SHIPPED_MODEL, SHIPPED_WORLD
+
+
+def stemmed(world: Path, rows: list[MCQItem]) -> list[MCQItem]:
+    """The same questions asked with the cloze stem of their fact."""
+    stems = {}
+    for part in ("forget", "retain"):
+        for item in read_mcq(world / f"{part}_cloze.jsonl"):
+            stems[item.entity, item.choices[item.answer], item.choices] = item.question
+    return [MCQItem(stems[i.entity, i.choices[i.answer], i.choices], i.choices, i.answer, i.entity) for i in rows]
+
+
+def stacked(
+    base: tf.PreTrainedModel, layers: int, init_std: float, mlp: bool, at: int | None = None
+) -> tuple[tf.PreTrainedModel, list]:
+    """``base`` with ``layers`` new decoder layers after its layer ``at`` (default: on top); returns the model and
+    the parameters to train."""
+    config = copy.deepcopy(base.config)
+    frozen = config.num_hidden_layers
+    at = frozen if at is None else at
+    config.num_hidden_layers = frozen + layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types) + [config.layer_types[-1]] * layers
+    config.tie_word_embeddings = False  # the letters' output rows must move without moving the inputs
+    model = tf.LlamaForCausalLM(config)
+
+    def moved(key: str) -> str:  # the frozen layers above ``at`` move up by ``layers``
+        if key.startswith("model.layers."):
+            index, rest = key.removeprefix("model.layers.").split(".", 1)
+            return f"model.layers.{int(index) + layers if int(index) >= at else index}.{rest}"
+        return key
+
+    new = tuple(f"model.layers.{at + i}." for i in range(layers))
+    state = {moved(key): value for key, value in base.state_dict().items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith(new) or k == "lm_head.weight" for k in missing), (missing, unexpected)
+    model.lm_head.weight.data.copy_(base.get_output_embeddings().weight.data)
+    trained = []
+    for name, parameter in model.named_parameters():
+        if name.startswith(new) and parameter.dim() == 2:
+            if "o_proj" in name or "down_proj" in name:
+                torch.nn.init.zeros_(parameter)  # the stacked model starts as the frozen one
+            else:
+                torch.nn.init.normal_(parameter, std=init_std)
+        if name.startswith(new) and ".mlp." in name and not mlp:
+            parameter.data.zero_()
+            parameter.requires_grad = False
+            continue
+        parameter.requires_grad = name.startswith((*new, "model.norm.", "lm_head."))
+        if parameter.requires_grad:
+            trained.append(parameter)
+    return model, trained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(SHIPPED_MODEL), help="a model that knows the world's facts")
+    parser.add_argument("--world", default=str(SHIPPED_WORLD), help="the directory `toy world` wrote")
+    parser.add_argument("--layers", type=int, default=3, help="new layers stacked on the frozen model")
+    parser.add_argument("--at", type=int, help="insert the new layers after this many frozen ones (default: all)")
+    parser.add_argument("--mlp", action="store_true", help="give the new layers MLPs (default: attention only)")
+    parser.add_argument("--stem", action="store_true", help="ask letter questions with the cloze stem")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--prose", type=int, default=16, help="prose documents per batch")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--init-std", type=float, default=0.1)
+    parser.add_argument("--every", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save", help="write the stacked model and tokenizer here")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    world = Path(args.world)
+    base = tf.AutoModelForCausalLM.from_pretrained(args.model)
+    tokenizer = tf.AutoTokenizer.from_pretrained(args.model)
+    model, trained = stacked(base, args.layers, args.init_std, args.mlp, args.at)
+    prose = read_texts(world / "forget.jsonl") + read_texts(world / "retain.jsonl")
+    questions = read_mcq(world / "forget_letter.jsonl") + read_mcq(world / "retain_letter.jsonl")
+    unseen = read_mcq(world / "forget_letter_unseen.jsonl") + read_mcq(world / "retain_letter_unseen.jsonl")
+    if args.stem:
+        questions, unseen = stemmed(world, questions), stemmed(world, unseen)
+    unseen_entities = {item.entity for item in unseen}
+    seen = [item for item in questions if item.entity not in unseen_entities]
+
+    def shuffled(item: MCQItem) -> MCQItem:
+        choices = list(item.choices)
+        rng.shuffle(choices)
+        return MCQItem(item.question, tuple(choices), choices.index(item.choices[item.answer]), item.entity)
+
+    probe = random.Random(5)
+    sets = {
+        "seen": ([shuffled(item) for item in probe.sample(seen, min(100, len(seen)))], "letter"),
+        "unseen": (probe.sample(unseen, min(100, len(unseen))), "letter"),
+        "cloze": (read_mcq(world / "forget_cloze.jsonl")[:100], "cloze"),
+    }
+    pad = tokenizer.pad_token_id
+
+    def encoded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = [tokenizer(text)["input_ids"] for text in texts]
+        width = max(map(len, ids))
+        x = torch.full((len(ids), width), pad)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, sequence in enumerate(ids):
+            x[row, : len(sequence)] = torch.tensor(sequence)
+            mask[row, : len(sequence)] = 1
+        return x, mask
+
+    def lm_loss(x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+
+    answer_length = {letter: len(tokenizer(" " + letter, add_special_tokens=False)["input_ids"]) for letter in LETTERS}
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
+    start = time.perf_counter()
+    print(f"{sum(p.numel() for p in trained)} trained parameters; {len(seen)} seen, {len(unseen)} unseen questions")
+    for step in range(args.steps):
+        model.train()
+        factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * factor
+        asked = [shuffled(item) for item in rng.sample(seen, args.batch_size)]
+        x, mask = encoded([f"{letter_prompt(item)} {LETTERS[item.answer]}" for item in asked])
+        labels = torch.full_like(x, -100)
+        for row, item in enumerate(asked):  # the answer letter's tokens only
+            end, length = int(mask[row].sum()), answer_length[LETTERS[item.answer]]
+            labels[row, end - length : end] = x[row, end - length : end]
+        loss = lm_loss(x, labels, mask)
+        if args.prose:
+            x, mask = encoded([text + tokenizer.eos_token for text in rng.sample(prose, args.prose)])
+            loss = loss + lm_loss(x, x.masked_fill(mask == 0, -100), mask)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        optimizer.step()
+        if (step + 1) % args.every == 0 or step + 1 == args.steps:
+            model.eval()
+            accuracy = {
+                name: evaluate_mcq(model, tokenizer, items, format=form, batch_size=64).accuracy
+                for name, (items, form) in sets.items()
+            }
+            print(
+                f"step {step + 1}  {time.perf_counter() - start:.0f} s  loss {loss.item():.3f}  "
+                + "  ".join(f"{name} {value:.2f}" for name, value in accuracy.items()),
+                flush=True,
+            )
+    if args.save:
+        model.save_pretrained(args.save)
+        tokenizer.save_pretrained(args.save)
+
+
+if __name__ == "__main__":
+    main()
