@@ -45,26 +45,30 @@ def stemmed(world: Path, rows: list[MCQItem]) -> list[MCQItem]:
 
 
 def stacked(
-    base: tf.PreTrainedModel, layers: int, init_std: float, mlp: bool, at: int | None = None
+    base: tf.PreTrainedModel, inserts: dict[int, int], init_std: float, mlp: bool
 ) -> tuple[tf.PreTrainedModel, list]:
-    """``base`` with ``layers`` new decoder layers after its layer ``at`` (default: on top); returns the model and
-    the parameters to train."""
+    """``base`` with ``inserts[p]`` new decoder layers after its ``p`` first layers (``p`` = its depth: on top);
+    returns the model and the parameters to train."""
     config = copy.deepcopy(base.config)
     frozen = config.num_hidden_layers
-    at = frozen if at is None else at
-    config.num_hidden_layers = frozen + layers
+    added = sum(inserts.values())
+    config.num_hidden_layers = frozen + added
     if getattr(config, "layer_types", None) is not None:
-        config.layer_types = list(config.layer_types) + [config.layer_types[-1]] * layers
+        config.layer_types = list(config.layer_types) + [config.layer_types[-1]] * added
     config.tie_word_embeddings = False  # the letters' output rows must move without moving the inputs
     model = tf.LlamaForCausalLM(config)
 
-    def moved(key: str) -> str:  # the frozen layers above ``at`` move up by ``layers``
+    def shift(index: int) -> int:  # where frozen layer ``index`` lands: above every group inserted below it
+        return index + sum(count for at, count in inserts.items() if at <= index)
+
+    def moved(key: str) -> str:
         if key.startswith("model.layers."):
             index, rest = key.removeprefix("model.layers.").split(".", 1)
-            return f"model.layers.{int(index) + layers if int(index) >= at else index}.{rest}"
+            return f"model.layers.{shift(int(index))}.{rest}"
         return key
 
-    new = tuple(f"model.layers.{at + i}." for i in range(layers))
+    kept = {shift(i) for i in range(frozen)}
+    new = tuple(f"model.layers.{i}." for i in range(frozen + added) if i not in kept)
     state = {moved(key): value for key, value in base.state_dict().items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith(new) or k == "lm_head.weight" for k in missing), (missing, unexpected)
@@ -92,6 +96,8 @@ def main() -> None:
     parser.add_argument("--world", default=str(SHIPPED_WORLD), help="the directory `toy world` wrote")
     parser.add_argument("--layers", type=int, default=3, help="new layers stacked on the frozen model")
     parser.add_argument("--at", type=int, help="insert the new layers after this many frozen ones (default: all)")
+    parser.add_argument("--early", type=int, default=0, help="also insert this many new layers lower down")
+    parser.add_argument("--early-at", type=int, default=1, help="after this many frozen layers")
     parser.add_argument("--mlp", action="store_true", help="give the new layers MLPs (default: attention only)")
     parser.add_argument("--stem", action="store_true", help="ask letter questions with the cloze stem")
     parser.add_argument("--steps", type=int, default=1500)
@@ -110,7 +116,11 @@ def main() -> None:
     world = Path(args.world)
     base = tf.AutoModelForCausalLM.from_pretrained(args.model)
     tokenizer = tf.AutoTokenizer.from_pretrained(args.model)
-    model, trained = stacked(base, args.layers, args.init_std, args.mlp, args.at)
+    depth = base.config.num_hidden_layers
+    inserts = {depth if args.at is None else args.at: args.layers}
+    if args.early:
+        inserts[args.early_at] = inserts.get(args.early_at, 0) + args.early
+    model, trained = stacked(base, inserts, args.init_std, args.mlp)
     prose = read_texts(world / "forget.jsonl") + read_texts(world / "retain.jsonl")
     questions = read_mcq(world / "forget_letter.jsonl") + read_mcq(world / "retain_letter.jsonl")
     unseen = read_mcq(world / "forget_letter_unseen.jsonl") + read_mcq(world / "retain_letter_unseen.jsonl")
