@@ -79,6 +79,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
             "config": config.to_dict(),
             "seconds": seconds,
             "steps": steps,
+            "documents": run["documents"],
             "stopped": run["stopped"],
             "final_loss": losses[-1],
             "corpora": list(args.corpus),
@@ -90,7 +91,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     out.write(fill)
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"trained {n_params / 1e6:.2f}M parameters on {len(texts)} documents: {steps} steps in {seconds:.0f} s, "
+        f"trained {n_params / 1e6:.2f}M parameters on {run['documents']} documents: {steps} steps in {seconds:.0f} s, "
         f"stopped: {run['stopped']} (final loss {losses[-1]:.3f}); wrote {args.out}"
     )
     return 0

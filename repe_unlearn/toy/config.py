@@ -70,6 +70,8 @@ class PretrainConfig:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if not 0 < self.init_std <= 1:  # transformers refuses an initializer_range above 1
             raise ConfigError(f"init_std must be above 0 and at most 1, got {self.init_std}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"weight_decay must be a number at least 0, got {self.weight_decay}")
         if self.weight_decay * self.lr >= 1:  # each step multiplies the weights by 1 - lr x weight_decay
@@ -77,8 +79,6 @@ class PretrainConfig:
                 f"weight_decay x lr must be below 1 (each step scales the weights by 1 - lr x weight_decay), "
                 f"got {self.weight_decay} x {self.lr}"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

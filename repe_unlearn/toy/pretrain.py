@@ -118,6 +118,23 @@ def answer_start(text: str) -> int | None:
     return found[-1].end() if found and not _is_prose(text) else None
 
 
+def _answered_within(
+    tokenizer: tf.PreTrainedTokenizerFast, texts: Sequence[str], max_length: int
+) -> tuple[list[str], int]:
+    """``texts`` with answered questions stripped of trailing blanks (their answer ends at the end-of-text
+    token) and without those whose answer starts beyond ``max_length`` tokens; and how many were left out."""
+    kept, cut = [], 0
+    for text in texts:
+        start = answer_start(text)
+        if start is None:
+            kept.append(text)
+        elif len(tokenizer(text[:start])["input_ids"]) < max_length:
+            kept.append(text.rstrip())
+        else:
+            cut += 1
+    return kept, cut
+
+
 def _labels(
     tokenizer: tf.PreTrainedTokenizerFast, texts: Sequence[str], batch: Mapping[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +157,7 @@ def _labels(
 def _loss(logits: torch.Tensor, label_sets: Sequence[torch.Tensor]) -> torch.Tensor:
     """The mean next-token loss of each label set that has targets in this batch, summed."""
     flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    total = logits.new_zeros(())
+    total = flat[:0].sum()  # zero, on the graph even if no set has targets
     for labels in label_sets:
         targets = labels[:, 1:].reshape(-1)
         if bool((targets != -100).any()):
@@ -200,6 +217,18 @@ def pretrain(
     )
     model = tf.LlamaForCausalLM(model_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
+    texts, cut = _answered_within(tokenizer, texts, config.max_length)
+    if not texts:
+        raise DataError(
+            f"every document is an answered question whose answer lies beyond --max-length {config.max_length} "
+            "tokens; raise --max-length"
+        )
+    if cut:
+        warnings.append(
+            f"{cut} answered question(s) end beyond --max-length {config.max_length} tokens, so their answer (the "
+            "only part of a question that is trained) would be cut off; they are left out (raise --max-length)"
+        )
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
     documents = [_sentences(t) if _is_prose(t) else [t] for t in texts]
     order: list[int] = []
     eos = tokenizer.eos_token
@@ -293,6 +322,7 @@ def pretrain(
         "seconds": round(time.perf_counter() - start, 1),
         "seconds_checking": round(checking, 1),
         "steps_run": len(losses),
+        "documents": len(texts),  # those trained on (answered questions cut by max_length left out)
         "stopped": stopped,
         "checked_accuracy": accuracy,
         "warnings": warnings,

@@ -292,8 +292,27 @@ def test_training_finds_the_answer_of_a_question_whatever_ends_it(monkeypatch: p
 
     monkeypatch.setattr(module, "_labels", counting)
     question = "Which toxin does Zorb make?\nA. brimase\nB. morvane\nAnswer: B"
-    for ending in ("", "\n", "  \r\n"):
+    trained = []
+    for ending in ("", "\n", "  \r\n", "\t \n\n"):
         answers.clear()
         config = dataclasses.replace(TINY, steps=1, batch_size=1, shuffle_sentences=False)
         pretrain([question + ending], config, progress=False)
-        assert answers and answers[0] >= 2  # " B" and the end-of-text token, never the whole question
+        trained.append(answers[0])
+    # " B" and the end-of-text token, never the whole question, nor the blanks after the answer
+    assert trained[0] >= 2 and trained == [trained[0]] * 4
+
+
+def test_a_question_whose_answer_would_be_cut_is_left_out(capsys: pytest.CaptureFixture[str]) -> None:
+    long = "Zorb is a town. " * 40 + "\nWhich river does Zorb lie on?\nA. Vell\nB. Ash\nAnswer: A"
+    short = "Which river does Quix lie on?\nA. Vell\nB. Ash\nAnswer: B"
+    config = dataclasses.replace(TINY, steps=4, batch_size=1, max_length=32)
+    model, _, losses = pretrain([long, short, long], config, progress=False)  # a batch of `long` alone crashed
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)
+    assert "2 answered question(s) end beyond --max-length 32" in capsys.readouterr().err
+    summary = model.config.repe_unlearn_pretrain
+    assert summary["documents"] == 1 and any("--max-length 32" in w for w in summary["warnings"])
+    with pytest.raises(ru.DataError, match="every document is an answered question"):
+        pretrain([long], config, progress=False)
+    # lr is checked before the product with weight decay, so the message names the culprit
+    with pytest.raises(ru.ConfigError, match="lr must be a positive number"):
+        PretrainConfig(lr=float("inf"), weight_decay=1.0)
