@@ -13,7 +13,11 @@ letter question with the cloze stem of its fact ("Pralstoux spreads through\\nA.
 frozen model completes; without it, with the world's questions ("Through what does Pralstoux spread?").
 
     python benchmarks/probe_letter_stacked.py --stem [--layers 3] [--steps 1500] [--lr 1e-3] [--mlp]
-        [--model DIR --world DIR] [--save OUT]
+        [--at P] [--early N --early-at P] [--thaw-attention N] [--model DIR --world DIR] [--save OUT]
+
+``--at P`` inserts the new layers after the frozen model's P first layers instead of on top; ``--early N``
+inserts N more after its ``--early-at`` first layers; ``--thaw-attention N`` trains the attention of its N
+first layers as well.
 
 ``--save OUT`` writes the stacked model and tokenizer, so that `repe-unlearn eval` can score it.
 Measured (docs/toy-world.md, "New layers on a frozen model"): 1500 steps, the unseen entities at 0.47 (two-token
@@ -45,7 +49,7 @@ def stemmed(world: Path, rows: list[MCQItem]) -> list[MCQItem]:
 
 
 def stacked(
-    base: tf.PreTrainedModel, inserts: dict[int, int], init_std: float, mlp: bool
+    base: tf.PreTrainedModel, inserts: dict[int, int], init_std: float, mlp: bool, thaw: tuple[str, ...] = ()
 ) -> tuple[tf.PreTrainedModel, list]:
     """``base`` with ``inserts[p]`` new decoder layers after its ``p`` first layers (``p`` = its depth: on top);
     returns the model and the parameters to train."""
@@ -84,7 +88,7 @@ def stacked(
             parameter.data.zero_()
             parameter.requires_grad = False
             continue
-        parameter.requires_grad = name.startswith((*new, "model.norm.", "lm_head."))
+        parameter.requires_grad = name.startswith((*new, *thaw, "model.norm.", "lm_head."))
         if parameter.requires_grad:
             trained.append(parameter)
     return model, trained
@@ -97,6 +101,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3, help="new layers stacked on the frozen model")
     parser.add_argument("--at", type=int, help="insert the new layers after this many frozen ones (default: all)")
     parser.add_argument("--early", type=int, default=0, help="also insert this many new layers lower down")
+    parser.add_argument(
+        "--thaw-attention", type=int, default=0, help="also train the attention of the frozen model's N first layers"
+    )
     parser.add_argument("--early-at", type=int, default=1, help="after this many frozen layers")
     parser.add_argument("--mlp", action="store_true", help="give the new layers MLPs (default: attention only)")
     parser.add_argument("--stem", action="store_true", help="ask letter questions with the cloze stem")
@@ -120,7 +127,9 @@ def main() -> None:
     inserts = {depth if args.at is None else args.at: args.layers}
     if args.early:
         inserts[args.early_at] = inserts.get(args.early_at, 0) + args.early
-    model, trained = stacked(base, inserts, args.init_std, args.mlp)
+    thaw = tuple(f"model.layers.{i}.self_attn." for i in range(args.thaw_attention))  # below every insert
+    assert args.thaw_attention <= min(inserts), "--thaw-attention reaches above an insert"
+    model, trained = stacked(base, inserts, args.init_std, args.mlp, thaw)
     prose = read_texts(world / "forget.jsonl") + read_texts(world / "retain.jsonl")
     questions = read_mcq(world / "forget_letter.jsonl") + read_mcq(world / "retain_letter.jsonl")
     unseen = read_mcq(world / "forget_letter_unseen.jsonl") + read_mcq(world / "retain_letter_unseen.jsonl")
