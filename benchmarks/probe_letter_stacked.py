@@ -33,19 +33,11 @@ from pathlib import Path
 
 import torch
 import transformers as tf
+from probe_letter_world import shuffled, stemmed
 
-from repe_unlearn.data import LETTERS, MCQItem, letter_prompt, read_mcq, read_texts
+from repe_unlearn.data import LETTERS, letter_prompt, read_mcq, read_texts
 from repe_unlearn.evaluation import evaluate_mcq
 from repe_unlearn.toy import SHIPPED_MODEL, SHIPPED_WORLD
-
-
-def stemmed(world: Path, rows: list[MCQItem]) -> list[MCQItem]:
-    """The same questions asked with the cloze stem of their fact."""
-    stems = {}
-    for part in ("forget", "retain"):
-        for item in read_mcq(world / f"{part}_cloze.jsonl"):
-            stems[item.entity, item.choices[item.answer], item.choices] = item.question
-    return [MCQItem(stems[i.entity, i.choices[i.answer], i.choices], i.choices, i.answer, i.entity) for i in rows]
 
 
 def stacked(
@@ -134,18 +126,13 @@ def main() -> None:
     questions = read_mcq(world / "forget_letter.jsonl") + read_mcq(world / "retain_letter.jsonl")
     unseen = read_mcq(world / "forget_letter_unseen.jsonl") + read_mcq(world / "retain_letter_unseen.jsonl")
     if args.stem:
-        questions, unseen = stemmed(world, questions), stemmed(world, unseen)
+        questions, unseen = stemmed(str(world), questions), stemmed(str(world), unseen)
     unseen_entities = {item.entity for item in unseen}
     seen = [item for item in questions if item.entity not in unseen_entities]
 
-    def shuffled(item: MCQItem) -> MCQItem:
-        choices = list(item.choices)
-        rng.shuffle(choices)
-        return MCQItem(item.question, tuple(choices), choices.index(item.choices[item.answer]), item.entity)
-
     probe = random.Random(5)
     sets = {
-        "seen": ([shuffled(item) for item in probe.sample(seen, min(100, len(seen)))], "letter"),
+        "seen": ([shuffled(item, rng) for item in probe.sample(seen, min(100, len(seen)))], "letter"),
         "unseen": (probe.sample(unseen, min(100, len(unseen))), "letter"),
         "cloze": (read_mcq(world / "forget_cloze.jsonl")[:100], "cloze"),
     }
@@ -174,7 +161,7 @@ def main() -> None:
         factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in optimizer.param_groups:
             group["lr"] = args.lr * factor
-        asked = [shuffled(item) for item in rng.sample(seen, args.batch_size)]
+        asked = [shuffled(item, rng) for item in rng.sample(seen, args.batch_size)]
         x, mask = encoded([f"{letter_prompt(item)} {LETTERS[item.answer]}" for item in asked])
         labels = torch.full_like(x, -100)
         for row, item in enumerate(asked):  # the answer letter's tokens only

@@ -35,6 +35,22 @@ from repe_unlearn.toy import SHIPPED_WORLD, PretrainConfig
 pretraining = importlib.import_module("repe_unlearn.toy.pretrain")  # the module, not the function
 
 
+def stemmed(world: str, rows: list[MCQItem]) -> list[MCQItem]:
+    """The same questions asked with the cloze stem of their fact (the words the prose states it in)."""
+    stems = {}
+    for part in ("forget", "retain"):
+        for item in read_mcq(f"{world}/{part}_cloze.jsonl"):
+            stems[item.entity, item.choices[item.answer], item.choices] = item.question
+    return [MCQItem(stems[i.entity, i.choices[i.answer], i.choices], i.choices, i.answer, i.entity) for i in rows]
+
+
+def shuffled(item: MCQItem, rng: random.Random) -> MCQItem:
+    """``item`` with its choices in a fresh order."""
+    choices = list(item.choices)
+    rng.shuffle(choices)
+    return MCQItem(item.question, tuple(choices), choices.index(item.choices[item.answer]), item.entity)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", default=str(SHIPPED_WORLD), help="a directory written by `toy world`")
@@ -64,26 +80,14 @@ def main() -> None:
     questions = read_mcq(f"{world}/forget_letter.jsonl") + read_mcq(f"{world}/retain_letter.jsonl")
     unseen = read_mcq(f"{world}/forget_letter_unseen.jsonl") + read_mcq(f"{world}/retain_letter_unseen.jsonl")
     if args.stem:  # the same fact asked with the words the prose states it in ("X spreads through")
-        stems = {}
-        for part in ("forget", "retain"):
-            for item in read_mcq(f"{world}/{part}_cloze.jsonl"):
-                stems[item.entity, item.choices[item.answer], item.choices] = item.question
-        questions, unseen = (
-            [MCQItem(stems[i.entity, i.choices[i.answer], i.choices], i.choices, i.answer, i.entity) for i in rows]
-            for rows in (questions, unseen)
-        )
+        questions, unseen = stemmed(world, questions), stemmed(world, unseen)
     unseen_entities = {item.entity for item in unseen}
     seen = [item for item in questions if item.entity not in unseen_entities]
-
-    def shuffled(item: MCQItem) -> MCQItem:
-        choices = list(item.choices)
-        rng.shuffle(choices)
-        return MCQItem(item.question, tuple(choices), choices.index(item.choices[item.answer]), item.entity)
 
     letters = [
         f"{letter_prompt(asked)} {LETTERS[asked.answer]}"
         for item in seen
-        for asked in (shuffled(item) for _ in range(args.variants))
+        for asked in (shuffled(item, rng) for _ in range(args.variants))
     ]
     pools: dict[str, set[str]] = {}
     for item in questions:
@@ -119,7 +123,7 @@ def main() -> None:
     texts = prose * args.prose_copies + letters + aux + opened + incontext
     probe = random.Random(5)
     sets = {
-        "seen": ([shuffled(item) for item in probe.sample(seen, 100)], "letter"),
+        "seen": ([shuffled(item, rng) for item in probe.sample(seen, 100)], "letter"),
         "unseen": (probe.sample(unseen, 100), "letter"),
         "open unseen": (
             [MCQItem(i.question + "\nAnswer:", i.choices, i.answer, i.entity) for i in probe.sample(unseen, 100)],
