@@ -30,16 +30,20 @@ class PretrainConfig:
     )
     target: float = field(default=0.98, metadata=_help("stop once every --eval-mcq set reaches this accuracy"))
     eval_every: int = field(default=25, metadata=_help("steps between accuracy (or loss-plateau) checks"))
-    horizon: int = field(
-        default=400, metadata=_help("steps of the first cosine cycle; each later cycle is twice as long")
+    decay_fraction: float = field(
+        default=0.4,
+        metadata=_help(
+            "until learned: the rate holds its peak until the facts are nearly known, then decays over this "
+            "fraction of the steps run so far"
+        ),
     )
     warmup: int = field(
-        default=30, metadata=_help("linear warm-up steps at the start of each cycle (a tenth of it at most)")
+        default=30, metadata=_help("linear warm-up steps at the start of training and of each return to the peak")
     )
     max_steps: int = field(default=4000, metadata=_help("ceiling on steps (reported when hit)"))
     max_seconds: float = field(default=300.0, metadata=_help("ceiling on training seconds (reported when hit)"))
     batch_size: int = field(default=16, metadata=_help("documents per step (each epoch visits every document)"))
-    lr: float = field(default=3e-3, metadata=_help("peak learning rate of each cosine cycle"))
+    lr: float = field(default=3e-3, metadata=_help("peak learning rate"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW's decoupled weight decay (on every weight)"))
     max_length: int = field(default=256, metadata=_help("tokens per document; longer ones are cut"))
     seed: int = field(default=0, metadata=_help("seed of the initialisation and of the sampling"))
@@ -51,11 +55,13 @@ class PretrainConfig:
         for name in ("d_model", "n_layers", "n_heads", "d_mlp", "vocab_size", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_every", "horizon", "max_steps"):
+        for name in ("eval_every", "max_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
+        if not 0 < self.decay_fraction <= 10:
+            raise ConfigError(f"decay_fraction must be above 0 and at most 10, got {self.decay_fraction}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be at least 0, got {self.warmup}")
         if not 0 < self.target <= 1:

@@ -4,10 +4,9 @@ Used to make the toy model the package ships; works on any list of documents. Ea
 documents of a shuffled epoch and shuffles the sentences within each, so that every fact is learned wherever
 it stands in its paragraph; the loss is the LM loss over the non-pad tokens of plain documents, plus that over
 the answers of answered questions (see `answer_start`), each a mean of its own. Training runs until
-the facts are known (see :func:`pretrain`), under a learning-rate schedule that suits any length.
+the facts are known (see :func:`pretrain`), under a learning-rate schedule that suits any length (`schedule`).
 """
 
-import math
 import random
 import re
 import sys
@@ -23,10 +22,11 @@ from tqdm.auto import tqdm
 from ..data import MCQItem, tokenize_batches
 from ..errors import DataError, TrainingError
 from .config import PretrainConfig
+from .schedule import NEAR, Schedule
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 QUICK_CHECK = 48  # questions per set in the glance taken before a whole check
-QUICK_MARGIN = 0.1  # a glance this far below the target skips the whole check
+QUICK_MARGIN = NEAR  # a glance this far below the target skips the whole check
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> tf.PreTrainedTokenizerFast:
@@ -46,19 +46,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> tf.PreTrainedToken
 
 def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
-
-def lr_factor(step: int, config: PretrainConfig) -> tuple[float, int]:
-    """The learning rate's multiple at ``step`` and the cycle it belongs to: cosine cycles of ``horizon``,
-    2 x ``horizon``, 4 x ... steps (one cycle of ``steps`` when that is set), each with a linear warm-up,
-    decaying to a tenth of the peak. Any length of training ends a cycle at a low rate not far from its end."""
-    length, start, cycle = (config.steps, 0, 0) if config.steps is not None else (config.horizon, 0, 0)
-    while config.steps is None and step >= start + length:
-        start, length, cycle = start + length, 2 * length, cycle + 1
-    t = step - start
-    warmup = min(config.warmup, length // 10)  # a short cycle warms up for a tenth of it at most
-    warm = min(1.0, (t + 1) / warmup) if warmup else 1.0
-    return warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(t, length) / length))), cycle
 
 
 def answers_missing(texts: Sequence[str], items: Sequence[MCQItem]) -> list[MCQItem]:
@@ -177,12 +164,13 @@ def pretrain(
 
     Until learned (``config.steps`` unset): every ``eval_every`` steps the cloze accuracy of each set of
     ``eval_items`` (up to 200 questions each) is checked, and training stops once all reach ``target``, or when
-    a cosine cycle ends less than 0.01 above the previous one's accuracy; without items it stops when a cycle
-    ends less than 2% (or 0.01) below the previous one's loss. Either way it stops at
-    ``max_steps`` or ``max_seconds``. A check first glances at ``QUICK_CHECK`` questions of each set and scores
-    the whole sets only when the glance is within ``QUICK_MARGIN`` of the target (or a cycle ends). How it
-    stopped is in ``model.config.repe_unlearn_pretrain`` ("stopped": target, plateau, steps or ceiling; with
-    the accuracies of the model returned, on the whole sets).
+    a round of the learning rate (the peak, its decay and any hold after it; see `schedule`) ends less than
+    0.01 above the previous one's accuracy; without items the decay starts when the loss stops falling, and
+    training stops when a decay ends less than 2% (or 0.01) below the previous one's loss. Either way it stops
+    at ``max_steps`` or ``max_seconds``. A check first glances at ``QUICK_CHECK`` questions of each set and
+    scores the whole sets only when the glance is within ``QUICK_MARGIN`` of the target (or a decay or hold
+    ends). How it stopped is in ``model.config.repe_unlearn_pretrain`` ("stopped": target, plateau, steps or
+    ceiling; with the accuracies of the model returned, on the whole sets).
 
     One-line documents have their sentences shuffled at each visit (each fact is learned wherever it stands);
     documents with line breaks (letter-format questions with their answer) are kept in order.
@@ -198,7 +186,7 @@ def pretrain(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     checks = {name: rng.sample(list(items), min(200, len(items))) for name, items in eval_items.items()}
-    # a cycle "raised" accuracy when it gained 0.01, or two more questions of the smallest checked set
+    # accuracy "gained" when it rose 0.01, or two more questions of the smallest checked set
     step_of_two = max([0.01, *(2 / len(items) for items in checks.values())])
     tokenizer = train_tokenizer(texts, config.vocab_size)
     model_config = tf.LlamaConfig(
@@ -236,9 +224,11 @@ def pretrain(
     accuracy: dict[str, float] = {}
     ceiling = config.steps if config.steps is not None else config.max_steps
     stopped = "steps" if config.steps is not None else "ceiling"
-    cycle_losses: list[float] = []  # the mean loss over the last check window of each finished cycle
-    cycle_accuracy: list[float] = []  # the lowest set's accuracy at the end of each finished cycle
+    # a round: the peak rate, its decay and any hold after it (see `Schedule.round_ends`)
+    round_losses: list[float] = []  # the mean loss over the last check window of each finished round
+    round_accuracy: list[float] = []  # the lowest set's accuracy at the end of each finished round
     checked_at = -1  # the step of the last check on the whole sets
+    schedule = Schedule(config)
 
     def check(sets: Mapping[str, Sequence[MCQItem]]) -> dict[str, float]:
         model.eval()
@@ -250,9 +240,8 @@ def pretrain(
     bar = tqdm(total=ceiling, desc="pretrain", disable=not progress, unit="step")
     start, checking = time.perf_counter(), 0.0
     for step in range(ceiling):
-        factor, cycle = lr_factor(step, config)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * factor
+            group["lr"] = config.lr * schedule.factor(step)
         chosen = []
         for _ in range(config.batch_size):
             if not order:  # an epoch: every document once, in a fresh order
@@ -281,30 +270,41 @@ def pretrain(
         if config.steps is not None or (step + 1) % config.eval_every:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             continue
+        phase_ends = schedule.phase_ends(step)
         if checks:
             began = time.perf_counter()
-            cycle_ends = lr_factor(step + 1, config)[1] != cycle
             # a glance at the first QUICK_CHECK questions of each (shuffled) set; the whole sets only when the
-            # glance could be at the target, or a cycle ends (its accuracy decides on a plateau)
+            # glance could be at the target, or a decay or hold ends (its accuracy decides on a plateau)
             small = all(len(items) <= QUICK_CHECK for items in checks.values())  # a glance would see them all
-            glance = None if cycle_ends or small else check({k: v[:QUICK_CHECK] for k, v in checks.items()})
+            glance = None if phase_ends or small else check({k: v[:QUICK_CHECK] for k, v in checks.items()})
             if glance is None or min(glance.values()) >= config.target - QUICK_MARGIN:
                 accuracy, checked_at = check(checks), step
             checking += time.perf_counter() - began
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{min((glance or accuracy).values()):.2f}")
+            score = min((glance or accuracy).values())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{score:.2f}")
             if checked_at == step and min(accuracy.values()) >= config.target:
                 stopped = "target"
                 break
-            if cycle_ends:  # stop if the cycle taught nothing more
-                cycle_accuracy.append(min(accuracy.values()))
-                if len(cycle_accuracy) >= 2 and cycle_accuracy[-1] < cycle_accuracy[-2] + step_of_two:
+            gained = schedule.gained(score, by=max(step_of_two, 0.02))  # a glance's noise is one question in 48
+            schedule.observe(step, gained, near=score >= config.target - NEAR)
+            if phase_ends:
+                near = min(accuracy.values()) >= config.target - NEAR
+                if schedule.round_ends(near):  # stop if this round taught nothing more than the one before
+                    round_accuracy.append(min(accuracy.values()))
+                    if len(round_accuracy) >= 2 and round_accuracy[-1] < round_accuracy[-2] + step_of_two:
+                        stopped = "plateau"
+                        break
+                schedule.phase_ended(step, near)
+        else:
+            window = sum(losses[-config.eval_every :]) / config.eval_every
+            # a gain is a fall of 2% (or 0.01) of the loss, like that from one decay to the next
+            schedule.observe(step, schedule.gained(-window, by=max(0.02 * window, 0.01)), near=False)
+            if phase_ends:  # stop if this round taught nothing more than the one before
+                round_losses.append(window)
+                if len(round_losses) >= 2 and round_losses[-1] > min(0.98 * round_losses[-2], round_losses[-2] - 0.01):
                     stopped = "plateau"
                     break
-        elif lr_factor(step + 1, config)[1] != cycle:  # a cycle ends here: compare with the one before
-            cycle_losses.append(sum(losses[-config.eval_every :]) / config.eval_every)
-            if len(cycle_losses) >= 2 and cycle_losses[-1] > min(0.98 * cycle_losses[-2], cycle_losses[-2] - 0.01):
-                stopped = "plateau"
-                break
+                schedule.phase_ended(step, near=False)
         if time.perf_counter() - start > config.max_seconds:
             break
     bar.close()

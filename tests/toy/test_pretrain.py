@@ -98,7 +98,7 @@ def small_world(tmp_path: Path) -> tuple[list[str], dict[str, list[object]]]:
 
 def test_training_stops_once_every_set_reaches_the_target(tmp_path: Path) -> None:
     texts, items = small_world(tmp_path)
-    config = PretrainConfig(**SMALL, target=0.9, horizon=100, max_seconds=120.0)  # type: ignore[arg-type]
+    config = PretrainConfig(**SMALL, target=0.9, max_seconds=120.0)  # type: ignore[arg-type]
     model, tokenizer, losses = pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
     run = model.config.repe_unlearn_pretrain
     assert run["stopped"] == "target" and run["steps_run"] == len(losses) and len(losses) % 10 == 0
@@ -122,29 +122,61 @@ def test_a_ceiling_is_reported_never_silent(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_without_questions_training_stops_when_the_loss_stops_falling() -> None:
-    config = PretrainConfig(**SMALL, horizon=10, warmup=2, max_steps=2000)  # type: ignore[arg-type]
+    config = PretrainConfig(**SMALL, warmup=2, max_steps=2000)  # type: ignore[arg-type]
     model, _, losses = pretrain(["Zorb is a town. Zorb lies on the river Vell."] * 4, config, progress=False)
     run = model.config.repe_unlearn_pretrain
     assert run["stopped"] == "plateau" and len(losses) < 2000 and losses[-1] < 0.5 * losses[0]
     assert run["warnings"] == []
 
 
-def test_the_schedule_restarts_on_a_doubling_horizon() -> None:
-    from repe_unlearn.toy.pretrain import lr_factor
+def test_the_rate_holds_its_peak_until_near_the_target_then_decays_and_holds_low() -> None:
+    from repe_unlearn.toy.schedule import FLOOR, PATIENCE, SETTLE, Schedule
 
-    config = PretrainConfig(horizon=100, warmup=10)
-    assert [lr_factor(s, config)[1] for s in (0, 99, 100, 299, 300, 699, 700)] == [0, 0, 1, 1, 2, 2, 3]
-    assert lr_factor(0, config)[0] == pytest.approx(0.1) and lr_factor(9, config)[0] == pytest.approx(1.0, abs=0.02)
-    assert lr_factor(99, config)[0] == pytest.approx(0.1, abs=0.01)  # a cycle ends low
-    assert lr_factor(109, config)[0] == pytest.approx(1.0, abs=0.01)  # and the next warms up again
-    fixed = PretrainConfig(steps=50, warmup=0)
-    assert {lr_factor(s, fixed)[1] for s in range(60)} == {0} and lr_factor(50, fixed)[0] == pytest.approx(0.1)
+    schedule = Schedule(PretrainConfig(warmup=10, decay_fraction=0.5))
+    assert schedule.factor(0) == pytest.approx(0.1) and schedule.factor(9) == 1.0 and schedule.factor(500) == 1.0
+    for check in range(SETTLE - 1):  # near the target, but a stable phase first settles for SETTLE checks
+        schedule.observe(99 + 25 * check, gained=True, near=True)
+    assert schedule.phase == "stable" and not schedule.phase_ends(200)
+    schedule.observe(199, gained=True, near=True)
+    assert schedule.phase == "decay" and schedule.length == 100  # half the 200 steps run so far
+    assert schedule.factor(200) == 1.0 and schedule.factor(250) == pytest.approx(0.55)
+    assert schedule.factor(300) == pytest.approx(FLOOR) and schedule.factor(400) == pytest.approx(FLOOR)
+    assert not schedule.phase_ends(298) and schedule.phase_ends(299)
+    assert not schedule.round_ends(near=True) and schedule.round_ends(near=False)
+    schedule.phase_ended(299, near=True)  # short of the target but near: the low rate holds as long again
+    assert schedule.phase == "hold" and schedule.factor(350) == FLOOR and schedule.phase_ends(399)
+    assert schedule.round_ends(near=True)  # a hold ends its round: pretrain compares it with the round before
+    schedule.phase_ended(399, near=True)  # after a hold: back to the peak, warming up again
+    assert schedule.phase == "stable" and schedule.factor(400) == pytest.approx(0.1) and schedule.factor(409) == 1.0
+    for check in range(PATIENCE):  # far from the target, but no gain for PATIENCE checks: decay
+        assert schedule.phase == "stable"
+        schedule.observe(424 + 25 * check, gained=False, near=False)
+    assert schedule.phase == "decay" and schedule.start == 550 and schedule.length == 275
+    schedule.phase_ended(824, near=False)  # a decay that ended far from the target: back to the peak
+    assert schedule.phase == "stable"
+    fixed = Schedule(PretrainConfig(steps=50, warmup=0))  # --steps: one cosine cycle, never a phase change
+    assert fixed.factor(0) == 1.0 and fixed.factor(25) == pytest.approx(0.55) and fixed.factor(50) == pytest.approx(0.1)
+    fixed.observe(24, gained=False, near=True)
+    assert fixed.phase == "stable" and not fixed.phase_ends(49)
+
+
+def test_a_gain_must_beat_the_best_of_the_phase() -> None:
+    from repe_unlearn.toy.schedule import Schedule
+
+    schedule = Schedule(PretrainConfig())
+    assert schedule.gained(0.5, by=0.02) and not schedule.gained(0.51, by=0.02) and schedule.gained(0.53, by=0.02)
+    assert not schedule.gained(0.54, by=0.02) and schedule.best == 0.53
+    schedule.phase_ended(99, near=False)  # a new stable phase starts from no best
+    assert schedule.gained(0.2, by=0.02)
 
 
 def test_what_cannot_be_learned_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     texts, _ = small_world(tmp_path)
     with pytest.raises(ru.ConfigError, match="target is an accuracy"):
         PretrainConfig(target=1.5)
+    for bad in (0.0, -1.0, float("nan"), 11.0):
+        with pytest.raises(ru.ConfigError, match="decay_fraction must be above 0"):
+            PretrainConfig(decay_fraction=bad)
     elsewhere = [MCQItem(f"Q{i}", ("granite", "basalt"), 0) for i in range(4)]
     with pytest.raises(ru.DataError, match="never appear in the corpus"):
         pretrain(texts, TINY, eval_items={"geology": elsewhere}, progress=False)
@@ -183,7 +215,7 @@ def test_checks_glance_first_and_the_summary_scores_the_returned_model(
     items = {k: read_mcq(files[f"{k}_cloze"]) for k in ("forget", "retain")}
     sizes = count_questions(monkeypatch)
     real = evaluate_mcq
-    config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=7, horizon=1000)  # type: ignore[arg-type]
+    config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=7)  # type: ignore[arg-type]
     model, tokenizer, _ = pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
     # step 5: an untrained model glances far below the target and skips the whole sets; after step 7 the
     # summary scores the model returned on the whole sets
@@ -202,7 +234,7 @@ def test_sets_no_larger_than_a_glance_are_scored_once_per_check(
     texts, items = small_world(tmp_path)  # 16 questions a set
     assert all(len(rows) <= QUICK_CHECK for rows in items.values())
     sizes = count_questions(monkeypatch)
-    config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=10, horizon=1000)  # type: ignore[arg-type]
+    config = PretrainConfig(**{**SMALL, "eval_every": 5}, max_steps=10)  # type: ignore[arg-type]
     pretrain(texts, config, eval_items=items, progress=False)  # type: ignore[arg-type]
     assert sizes == [16, 16, 16, 16]  # steps 5 and 10, each set once; the last check is of the model returned
 
