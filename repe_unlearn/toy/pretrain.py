@@ -267,6 +267,8 @@ def pretrain(
         bar.update()
         if on_step is not None:
             on_step(step, losses[-1])
+        if config.steps is None and time.perf_counter() - start > config.max_seconds:  # every step, like max_steps
+            break
         if config.steps is not None or (step + 1) % config.eval_every:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             continue
@@ -305,8 +307,6 @@ def pretrain(
                     stopped = "plateau"
                     break
                 schedule.phase_ended(step, near=False)
-        if time.perf_counter() - start > config.max_seconds:
-            break
     bar.close()
     if checks and checked_at != len(losses) - 1:  # the summary reports the model as it is, on the whole sets
         began = time.perf_counter()

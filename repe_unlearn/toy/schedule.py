@@ -23,8 +23,9 @@ FLOOR = 0.1  # the lowest multiple of the peak rate
 
 class Schedule:
     """The learning rate's multiple of the peak at each step. With ``config.steps`` set: one cosine cycle of
-    that many steps (with warm-up) down to ``FLOOR``. Otherwise the phases above, moved on by `observe` and
-    `phase_ended`; the factor of a step depends only on the phase it falls in."""
+    that many steps down to ``FLOOR``, after a warm-up of ``warmup`` steps, at most a tenth of them. Otherwise
+    the phases above, moved on by `observe` and `phase_ended`; the factor of a step depends only on the phase
+    it falls in."""
 
     def __init__(self, config: PretrainConfig) -> None:
         self.config = config
@@ -34,6 +35,7 @@ class Schedule:
         self.checks = 0  # checks observed in the current stable phase
         self.since_gain = 0  # of which, since the best score so far gained
         self.best: float | None = None
+        self.top = 1.0  # the rate a decay starts from
 
     def factor(self, step: int) -> float:
         config = self.config
@@ -44,8 +46,8 @@ class Schedule:
             return warm * (FLOOR + (1 - FLOOR) / 2 * (1 + math.cos(math.pi * t)))
         if self.phase == "stable":
             return min(1.0, (step - self.start + 1) / config.warmup) if config.warmup else 1.0
-        if self.phase == "decay":
-            return 1 - (1 - FLOOR) * min(1.0, (step - self.start) / self.length)
+        if self.phase == "decay":  # from the rate it began at (the peak) down to FLOOR
+            return self.top - (self.top - FLOOR) * min(1.0, (step - self.start) / self.length)
         return FLOOR
 
     def phase_ends(self, step: int) -> bool:
@@ -53,13 +55,15 @@ class Schedule:
         return self.config.steps is None and self.phase != "stable" and step + 1 >= self.start + self.length
 
     def observe(self, step: int, gained: bool, near: bool) -> None:
-        """A check after ``step`` in the stable phase (ignored in the others): whether the score gained on the
-        best so far in this phase, and whether it is near the target. Either starts the decay."""
-        if self.config.steps is not None or self.phase != "stable":
-            return
+        """A check after ``step`` in the stable phase once its warm-up is over (ignored otherwise): whether the
+        score gained on the best so far in this phase, and whether it is near the target. Either starts the
+        decay."""
+        if self.config.steps is not None or self.phase != "stable" or step + 1 < self.start + self.config.warmup:
+            return  # only checks at the peak count, once the warm-up is over
         self.checks += 1
         self.since_gain = 0 if gained else self.since_gain + 1
         if (near and self.checks >= SETTLE) or self.since_gain >= PATIENCE:
+            self.top = max(FLOOR, self.factor(step + 1))  # the peak: a decay never raises the rate
             self.phase, self.start = "decay", step + 1
             self.length = max(MIN_DECAY, round(self.config.decay_fraction * (step + 1)))
 

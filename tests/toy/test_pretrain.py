@@ -129,11 +129,22 @@ def test_without_questions_training_stops_when_the_loss_stops_falling() -> None:
     assert run["warnings"] == []
 
 
+def test_the_seconds_ceiling_is_checked_every_step_not_only_at_checks(tmp_path: Path) -> None:
+    texts, items = small_world(tmp_path)
+    for eval_items in (items, None):  # with questions to check, and on the loss alone
+        config = PretrainConfig(**{**SMALL, "eval_every": 1000}, max_seconds=1e-9)  # type: ignore[arg-type]
+        model, _, losses = pretrain(texts, config, eval_items=eval_items, progress=False)  # type: ignore[arg-type]
+        assert len(losses) == 1 and model.config.repe_unlearn_pretrain["stopped"] == "ceiling"
+
+
 def test_the_rate_holds_its_peak_until_near_the_target_then_decays_and_holds_low() -> None:
     from repe_unlearn.toy.schedule import FLOOR, PATIENCE, SETTLE, Schedule
 
     schedule = Schedule(PretrainConfig(warmup=10, decay_fraction=0.5))
     assert schedule.factor(0) == pytest.approx(0.1) and schedule.factor(9) == 1.0 and schedule.factor(500) == 1.0
+    for step in (0, 4, 8):  # checks during the warm-up do not count, whatever they say
+        schedule.observe(step, gained=False, near=True)
+    assert schedule.phase == "stable" and schedule.checks == 0
     for check in range(SETTLE - 1):  # near the target, but a stable phase first settles for SETTLE checks
         schedule.observe(99 + 25 * check, gained=True, near=True)
     assert schedule.phase == "stable" and not schedule.phase_ends(200)
@@ -148,10 +159,14 @@ def test_the_rate_holds_its_peak_until_near_the_target_then_decays_and_holds_low
     assert schedule.round_ends(near=True)  # a hold ends its round: pretrain compares it with the round before
     schedule.phase_ended(399, near=True)  # after a hold: back to the peak, warming up again
     assert schedule.phase == "stable" and schedule.factor(400) == pytest.approx(0.1) and schedule.factor(409) == 1.0
+    for step in range(400, 409):  # no gain in the warm-up: ignored, so no decay starts below the peak
+        schedule.observe(step, gained=False, near=False)
+    assert schedule.phase == "stable"
     for check in range(PATIENCE):  # far from the target, but no gain for PATIENCE checks: decay
         assert schedule.phase == "stable"
         schedule.observe(424 + 25 * check, gained=False, near=False)
     assert schedule.phase == "decay" and schedule.start == 550 and schedule.length == 275
+    assert schedule.factor(550) == 1.0 and max(schedule.factor(s) for s in range(550, 900)) == 1.0
     schedule.phase_ended(824, near=False)  # a decay that ended far from the target: back to the peak
     assert schedule.phase == "stable"
     fixed = Schedule(PretrainConfig(steps=50, warmup=0))  # --steps: one cosine cycle, never a phase change
