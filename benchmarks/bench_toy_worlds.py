@@ -62,7 +62,8 @@ def main() -> None:
         files = write_world(world, tempfile.mkdtemp() + "/world")
         forget, retain = read_texts(files["forget"]), read_texts(files["retain"])
         cloze = {"forget": read_mcq(files["forget_cloze"]), "retain": read_mcq(files["retain_cloze"])}
-        model, tokenizer, _ = pretrain(forget + retain, PretrainConfig(target=args.target), eval_items=cloze, progress=False)
+        config = PretrainConfig(target=args.target)
+        model, tokenizer, _ = pretrain(forget + retain, config, eval_items=cloze, progress=False)
         run = model.config.repe_unlearn_pretrain
         acc = {k: evaluate_mcq(model, tokenizer, v, format="cloze", batch_size=64).accuracy for k, v in cloze.items()}
         letter = evaluate_mcq(model, tokenizer, read_mcq(files["forget_letter_unseen"]), format="letter").accuracy
