@@ -3,8 +3,17 @@ index k on, or a boolean mask — one vocabulary for steering and ablation alike
 
 During cached generation a pass holds the new token only; the attention mask's last ``pos`` columns describe
 it, and its length tells where the pass sits in the whole sequence.
+
+Scoring a continuation feeds its context and all but its last token, so a row's last real token lies inside
+the continuation, at a place that differs from choice to choice. MCQ scoring therefore names, with
+:func:`prompt_ends`, each row's last prompt token (whose output predicts the continuation), and ``"last"``
+means that position during its forward passes: every choice of a question is scored under the same
+intervention.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -15,6 +24,18 @@ from .errors import ConfigError, ShapeError
 
 Positions = Literal["all", "non-pad", "last"] | int | slice | Tensor
 NAMED = ("all", "non-pad", "last")
+_PROMPT_ENDS: ContextVar[Tensor | None] = ContextVar("prompt_ends", default=None)
+
+
+@contextmanager
+def prompt_ends(ends: Tensor) -> Iterator[None]:
+    """Within this block, ``"last"`` means position ``ends[row]`` of each row (the last token of its prompt)
+    in passes whose batch has ``len(ends)`` rows, instead of each row's last real token."""
+    token = _PROMPT_ENDS.set(ends)
+    try:
+        yield
+    finally:
+        _PROMPT_ENDS.reset(token)
 
 
 def check_positions(positions: object) -> None:
@@ -36,8 +57,9 @@ def position_mask(positions: Positions, act: Tensor, attention_mask: Tensor | No
     """``[batch pos]`` bools: where an intervention acts on ``act`` ``[batch pos ...]``.
 
     ``"all"``: every position; ``"non-pad"``: positions the attention mask marks real (all when there is no
-    mask); ``"last"``: each row's last real position; an int ``k``: positions from ``k`` on (negative: the last
-    ``-k``); a slice: those positions; a bool mask ``[pos]`` or ``[batch pos]``: where it is True.
+    mask); ``"last"``: each row's last real position (inside `prompt_ends`, its prompt's last); an int ``k``:
+    positions from ``k`` on (negative: the last ``-k``); a slice: those positions; a bool mask ``[pos]`` or
+    ``[batch pos]``: where it is True.
 
     Ints and slices count positions of the whole sequence: during cached generation, where a pass holds only
     the new token, the attention mask tells how many came before (without a mask, the pass's own columns are
@@ -51,6 +73,9 @@ def position_mask(positions: Positions, act: Tensor, attention_mask: Tensor | No
         if positions == "non-pad":
             return real
         last = n_pos - 1 - torch.flip(real, dims=[1]).int().argmax(dim=1)
+        ends = _PROMPT_ENDS.get()
+        if ends is not None and ends.shape == (batch,) and int(ends.max()) < n_pos:
+            last = ends.to(act.device)
         keep = torch.zeros(batch, n_pos, dtype=torch.bool, device=act.device)
         keep[torch.arange(batch, device=act.device), last] = real.any(dim=1)
         return keep
@@ -66,4 +91,4 @@ def position_mask(positions: Positions, act: Tensor, attention_mask: Tensor | No
     return mask[..., mask.shape[-1] - n_pos :].expand(batch, n_pos)
 
 
-__all__ = ["NAMED", "Positions", "check_positions", "position_mask"]
+__all__ = ["NAMED", "Positions", "check_positions", "position_mask", "prompt_ends"]

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ._distributed import all_gather, all_reduce_sum, my_rows
 from ._hooks import InterventionLike, as_intervention
 from ._models import input_device
+from ._positions import prompt_ends
 from .data import LETTERS, MCQItem, encode, letter_prompt, pad_batch, pad_id, read_mcq
 from .errors import ConfigError, DataError
 
@@ -98,7 +99,10 @@ def loglikelihoods(
                 raise DataError(f"request {i} has an empty continuation")
             rows.append(((context or [pad]) + continuation)[-(limit + 1) :][:-1])
         ids, mask = pad_batch(rows, pad)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+        # "last" steers each row's last prompt token, the same position for every choice (`prompt_ends`)
+        ends = torch.tensor([max(len(row) - len(requests[i][1]), 0) for row, i in zip(rows, chunk, strict=True)])
+        with prompt_ends(ends):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
         for row, i in enumerate(chunk):
             continuation = requests[i][1]
             end = len(rows[row])

@@ -99,6 +99,48 @@ def test_evaluation_under_an_intervention(tokenizer: object) -> None:
     assert evaluate_mcq(model, tokenizer, items, format="cloze").predictions[0].scores == plain.predictions[0].scores
 
 
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_last_position_steering_acts_on_the_prompts_last_token_for_every_choice(
+    tokenizer: object, batch_size: int
+) -> None:
+    """A continuation is scored from its context and all but its last token, so a row's last real token lies
+    inside the continuation, at a different place for each choice; "last" must steer the prompt's last token,
+    the one whose output predicts the answer, for every choice alike."""
+    model = make_model("llama")
+    items = [
+        MCQItem("the cat sat on the", ("mat", "dog park bench", "world of rivers", "cat"), 1),
+        MCQItem("a town by the", ("sea", "river bank and a mill", "hill"), 0),
+    ]
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    vector = ru.ControlVector({1: direction})
+    steered = evaluate_mcq(
+        model, tokenizer, items, format="cloze", batch_size=batch_size,
+        intervention=vector.apply(model, 6.0, positions="last"),
+    )  # fmt: skip
+    lengths = set()
+    for item, prediction in zip(items, steered.predictions, strict=True):
+        for k, choice in enumerate(item.choices):
+            context, continuation = encode_pair(tokenizer, item.question, f" {choice}")
+            lengths.add(len(continuation))
+            ids = torch.tensor([context + continuation[:-1]])
+
+            def add_at_prompt_end(module: object, args: object, output: object, at: int = len(context) - 1) -> object:
+                hidden = output[0] if isinstance(output, tuple) else output
+                hidden = hidden.clone()
+                hidden[:, at] += 6.0 * direction
+                return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+            handle = model.model.layers[1].register_forward_hook(add_at_prompt_end)
+            with torch.no_grad():
+                logprobs = model(ids).logits[0].log_softmax(-1)
+            handle.remove()
+            expected = sum(float(logprobs[len(context) - 1 + j, t]) for j, t in enumerate(continuation))
+            assert prediction.scores[k] == pytest.approx(expected, abs=1e-4), (item.question, choice)
+    assert max(lengths) > 1  # multi-token choices, where the row's last token is not the prompt's
+    plain = evaluate_mcq(model, tokenizer, items, format="cloze")
+    assert steered.predictions[0].scores != pytest.approx(plain.predictions[0].scores, abs=1e-3)
+
+
 def test_perplexity_equals_the_models_own_loss(tokenizer: object) -> None:
     model = make_model("llama")
     text = "the cat sat on the mat"

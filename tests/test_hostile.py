@@ -413,6 +413,26 @@ def test_meaningless_comparisons_and_impossible_settings_are_refused(project: Pa
                 "--vocab-size", "1"), "vocab_size")  # fmt: skip
 
 
+def test_one_file_in_two_roles_or_twice_in_one_is_refused(project: Path) -> None:
+    """The same corpus as --forget and --retain (also through a link), or twice as --corpus: refused in one line,
+    nothing written."""
+    world = project / "world"
+    (project / "link.jsonl").symlink_to(world / "forget.jsonl")
+    before = snapshot(project)
+    for retain in (world / "forget.jsonl", project / "link.jsonl"):
+        args = unlearn_args(project, project / "out")
+        args[args.index("--retain") + 1] = str(retain)
+        refused(cli(*args), "--forget and --retain", "same file")
+    refused(cli("toy", "pretrain", "--corpus", str(world / "forget.jsonl"), "--corpus", str(project / "link.jsonl"),
+                "--out", str(project / "tm"), "--steps", "2"), "--corpus", "twice")  # fmt: skip
+    few = str(world / "few.jsonl")
+    refused(cli("toy", "pretrain", "--corpus", str(world / "forget.jsonl"), "--eval-mcq", few, "--eval-mcq", few,
+                "--out", str(project / "tm"), "--steps", "2"), "--eval-mcq", "twice")  # fmt: skip
+    refused(cli("toy", "world", "--out", str(project / "w"), "--entities", "4", "--letter-variants", "0"),
+            "--letter-variants")  # fmt: skip
+    assert snapshot(project) == before and not (project / "out").exists() and not (project / "tm").exists()
+
+
 def test_model_weights_get_the_umask_too(project: Path) -> None:
     os.umask(0o022)
     assert cli(*unlearn_args(project, project / "out")).returncode == 0

@@ -5,7 +5,7 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +89,24 @@ def input_paths(args: argparse.Namespace) -> list[str]:
     return found
 
 
-def distinct_inputs(*pairs: tuple[str, str | None, str | None]) -> None:
-    """Refuse two flags that must name different files but name the same one (``--forget`` and ``--retain``)."""
+def distinct_inputs(
+    *pairs: tuple[str, str | None, str | None], why: str = "the comparison would be meaningless"
+) -> None:
+    """Refuse two flags that must name different files but name the same one (``--forget`` and ``--retain``),
+    also through a link or another spelling."""
     for what, a, b in pairs:
         if a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b):
-            raise ConfigError(f"{what} name the same file {a}; the comparison would be meaningless")
+            raise ConfigError(f"{what} name the same file {a}; {why}")
+
+
+def unique_inputs(flag: str, paths: Sequence[str] | None) -> None:
+    """Refuse a repeatable flag that names one file twice (also through a link or another spelling)."""
+    seen: dict[str, str] = {}
+    for path in paths or ():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ConfigError(f"{flag} names the same file twice ({seen[real]} and {path}); its data would count twice")
+        seen[real] = path
 
 
 def rmu_record(model_dir: str | Path) -> tuple[int | None, list[int] | None]:

@@ -57,7 +57,8 @@ def add_intervention_flags(parser: argparse.ArgumentParser) -> None:
         "--steer-positions",
         choices=["all", "non-pad", "last"],
         default="all",
-        help="where --steer adds: every position, real tokens only, or each row's last real token (default: all)",
+        help="where --steer adds: every position, real tokens only, or each row's last real token; in MCQ "
+        "scoring, the question's last token, for every choice alike (default: all)",
     )
     group.add_argument(
         "--ablate",

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from ._common import add_config_flags, config_from_args, input_paths, mcq_sets, positive_int
+from ._common import add_config_flags, config_from_args, input_paths, mcq_sets, positive_int, unique_inputs
 
 
 def cmd_toy_world(args: argparse.Namespace) -> int:
@@ -42,6 +42,8 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     from ..toy import PretrainConfig, pretrain
 
     config = config_from_args(args, PretrainConfig, {})
+    for flag, paths in (("--corpus", args.corpus), ("--eval-mcq", args.eval_mcq), ("--eval-letter", args.eval_letter)):
+        unique_inputs(flag, paths)
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="toy pretrain")
     texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
     item_sets = mcq_sets(args.eval_mcq)
@@ -141,10 +143,10 @@ def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     )
     world.add_argument(
         "--letter-variants",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
-        help="answered letter-format copies of each question in letter_train.jsonl (default: 2)",
+        help="answered letter-format copies of each question in letter_train.jsonl, 1 to 24 (default: 2)",
     )
     world.set_defaults(func=cmd_toy_world)
 

@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import add_config_flags, add_model_flags, config_from_args, input_paths, load_model, load_tokenizer
+from ._common import (
+    add_config_flags,
+    add_model_flags,
+    config_from_args,
+    distinct_inputs,
+    input_paths,
+    load_model,
+    load_tokenizer,
+)
 
 
 def _read_corpora(paths: Sequence[str], text_field: str, raw: Sequence[str] = ()) -> list[list[str]]:
@@ -60,6 +68,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     config = config_from_args(args, RMUConfig, PRESETS, resolve=preset_values)
     if len(args.retain) not in (1, len(args.forget)):
         raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")
+    distinct_inputs(
+        *(("--forget and --retain", forget, retain) for forget in args.forget for retain in args.retain),
+        why="RMU would push and preserve the same activations",
+    )
     inputs = input_paths(args)
     # every output checked before any compute
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=inputs, kind="unlearned model")

@@ -529,8 +529,8 @@ def write_world(world: World, out: str | os.PathLike[str], *, letter_variants: i
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
-    if not 0 <= letter_variants <= 24:
-        raise ConfigError(f"letter_variants must be 0 to 24 (four choices have 24 orders), got {letter_variants}")
+    if not 1 <= letter_variants <= 24:
+        raise ConfigError(f"letter_variants must be 1 to 24 (four choices have 24 orders), got {letter_variants}")
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(world.seed + 1)
     letter_rng = random.Random(f"{world.seed}:letter")
