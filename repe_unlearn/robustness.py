@@ -13,13 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from torch import Tensor, nn
 
+from ._models import final_norm, find_layers_path
 from .attacks import ablate, few_shot, gcg_suffix, quantize, relearn, unrelated, with_suffix
 from .attacks.unrelated import mentions
 from .data import MCQItem
 from .diagnostics.run import probe_per_layer
-from .errors import ConfigError
+from .errors import ArchitectureError, ConfigError
 from .evaluation import evaluate_mcq
 
 if TYPE_CHECKING:
@@ -236,7 +238,9 @@ def battery(
     ``direction`` and ``layer`` (RMU's control vector and steered layer) enable ``ablate``;
     ``rephrased_items`` (the same facts asked otherwise) enable ``rephrased``. ``probe`` fits a linear probe
     per layer on the questions about trained entities and scores it on the held-out ones; its row reports the
-    best layer's held-out accuracy (and the base model's at that layer, where a base is given).
+    held-out accuracy of the layer chosen on the trained entities (and the base model's at that layer, where a
+    base is given). With a base, only layers from the first one the unlearning changed are searched: below it
+    the activations are the base model's, and a probe would read them back by construction.
     """
     chosen = list(attacks) if attacks is not None else list(ATTACKS)
     unknown = [a for a in chosen if a not in ATTACKS]
@@ -356,7 +360,11 @@ def battery(
                 return probes_on(m, trained, held_out)
 
             per_layer = probes(model)
-            best, chosen_on = _probe_layer(model, trained, probes_on, per_layer)
+            # below the first layer the unlearning changed, the activations are the base model's: a probe there
+            # reads what was never touched, so it would "recover" the facts by construction
+            first = _first_changed_layer(model, base) if base is not None else None
+            searched = list(range(first or 0, len(per_layer)))
+            best, chosen_on = _probe_layer(model, trained, probes_on, per_layer, searched)
             base_forget = None
             if base is not None:
                 base_forget = probes(base)[best].test_accuracy
@@ -364,6 +372,7 @@ def battery(
             after = {"forget": per_layer[best].test_accuracy}
             add(
                 name, after, start, layer=best, layer_chosen_on=chosen_on, per_layer=accuracy,
+                layers_searched=[searched[0], searched[-1]], first_changed_layer=first,
                 base_forget=base_forget, floor=per_layer[best].chance, trained_on=len(trained),
             )  # fmt: skip
     base_scores = evaluator(base)() if base is not None else None
@@ -372,12 +381,53 @@ def battery(
     return Battery(rows, chance, held_entities, trained_names, base_scores, unlearned, skipped)
 
 
+def _first_changed_layer(model: nn.Module, base: nn.Module) -> int | None:
+    """The first decoder layer whose output differs from ``base``'s because a weight feeding it differs: the
+    lowest layer with a changed weight, 0 when a weight below the layers (the embeddings) changed, None when
+    only the final norm or the unembedding did (or nothing)."""
+    path = find_layers_path(model) + "."
+    theirs = dict(base.named_parameters())
+
+    def module(getter: str) -> nn.Module | None:
+        found = getattr(model, getter, None)
+        try:
+            got = found() if callable(found) else None
+        except (AttributeError, NotImplementedError):
+            return None
+        return got if isinstance(got, nn.Module) else None
+
+    try:
+        head = [final_norm(model), module("get_output_embeddings")]
+    except ArchitectureError:
+        head = []
+    embeddings = module("get_input_embeddings")
+    tied = set() if embeddings is None else {id(p) for p in embeddings.parameters()}
+    after = {id(p) for m in head if m is not None for p in m.parameters()} - tied
+    first = None
+    for name, mine in model.named_parameters():
+        other = theirs.get(name)
+        if other is not None and other.shape == mine.shape and torch.equal(mine.detach().cpu(), other.detach().cpu()):
+            continue
+        if name.startswith(path) and name[len(path) :].split(".")[0].isdigit():
+            index = int(name[len(path) :].split(".")[0])
+        elif id(mine) in after:
+            continue
+        else:
+            index = 0
+        first = index if first is None else min(first, index)
+    return first
+
+
 def _probe_layer(
-    model: nn.Module, trained: Sequence[MCQItem], probes_on: Callable[..., list[Any]], per_layer: list[Any]
+    model: nn.Module,
+    trained: Sequence[MCQItem],
+    probes_on: Callable[..., list[Any]],
+    per_layer: list[Any],
+    searched: Sequence[int],
 ) -> tuple[int, str]:
-    """The probe's layer, chosen without the scored questions: fit on half of the trained entities, validated
-    on the other half. Where that half cannot be scored (a choice it never saw), the best scored layer is
-    taken, and the row says so ("held-out": biased up by the choice)."""
+    """The probe's layer among ``searched``, chosen without the scored questions: fit on half of the trained
+    entities, validated on the other half. Where that half cannot be scored (a choice it never saw), the best
+    scored layer is taken, and the row says so ("held-out": biased up by the choice)."""
     names = sorted({item.entity for item in trained if item.entity})
     fit_names = set(names[::2])
     fit = [item for item in trained if item.entity in fit_names]
@@ -385,8 +435,8 @@ def _probe_layer(
     try:
         validation = probes_on(model, fit, check)
     except ConfigError:
-        return max(range(len(per_layer)), key=lambda i: per_layer[i].test_accuracy), "held-out"
-    return max(range(len(validation)), key=lambda i: validation[i].test_accuracy), "trained entities"
+        return max(searched, key=lambda i: per_layer[i].test_accuracy), "held-out"
+    return max(searched, key=lambda i: validation[i].test_accuracy), "trained entities"
 
 
 __all__ = ["ATTACKS", "BUDGETS", "AttackRow", "Battery", "battery", "held_out_split"]

@@ -130,6 +130,40 @@ def test_the_probe_row_is_fit_on_trained_entities_and_scored_on_held_out_ones() 
     assert "| probe |" in result.markdown() and "<td>probe</td>" in result._repr_html_()
 
 
+def test_the_probe_searches_only_layers_the_unlearning_changed() -> None:
+    """Below the first changed layer the activations are the base model's: a probe there would read the facts
+    back by construction, so the battery searches from that layer on (and says which layers it searched)."""
+    import copy
+
+    from repe_unlearn.robustness import _first_changed_layer
+    from repe_unlearn.toy import load_shipped_model
+
+    base, tokenizer = load_shipped_model()
+    changed = copy.deepcopy(base)
+    assert _first_changed_layer(changed, base) is None
+    with torch.no_grad():
+        changed.model.norm.weight.mul_(1.5)  # after every layer: no layer's output changes
+    assert _first_changed_layer(changed, base) is None
+    with torch.no_grad():
+        for layer in (3, 4):
+            changed.model.layers[layer].mlp.down_proj.weight.mul_(0.5)
+    assert _first_changed_layer(changed, base) == 3
+    embedded = copy.deepcopy(base)
+    with torch.no_grad():
+        embedded.model.embed_tokens.weight.add_(0.01)  # tied to the unembedding, and below every layer
+    assert _first_changed_layer(embedded, base) == 0
+    result = battery(
+        changed, tokenizer, forget_items=read_mcq(SHIPPED_WORLD / "forget_cloze.jsonl"),
+        retain_items=read_mcq(SHIPPED_WORLD / "retain_cloze.jsonl")[:8],
+        relearn_texts=read_texts(SHIPPED_WORLD / "forget_a.jsonl"), unrelated_texts=["A town lies on a river."],
+        base=base, format="cloze", attacks=["probe"], progress=False,
+    )  # fmt: skip
+    (probe,) = result.rows
+    assert probe.details["first_changed_layer"] == 3 and probe.details["layers_searched"] == [3, 5]
+    assert probe.details["layer"] >= 3
+    assert probe.forget_after == pytest.approx(probe.details["per_layer"][probe.details["layer"]], abs=1e-4)
+
+
 def test_a_probe_scored_on_rows_it_trained_on_would_be_seen() -> None:
     from repe_unlearn.diagnostics import fit_probe
 
