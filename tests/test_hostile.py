@@ -433,6 +433,28 @@ def test_one_file_in_two_roles_or_twice_in_one_is_refused(project: Path) -> None
     assert snapshot(project) == before and not (project / "out").exists() and not (project / "tm").exists()
 
 
+def test_attack_flags_that_would_be_ignored_or_repeated_are_refused(project: Path) -> None:
+    world, model = project / "world", str(project / "model")
+    few, twelve = str(world / "few.jsonl"), str(world / "twelve.jsonl")
+    before = snapshot(project)
+    robustness = ["robustness", "--model", model, "--base", model, "--forget-mcq", few, "--retain-mcq", twelve,
+                  "--relearn-texts", str(world / "forget.jsonl"), "--unrelated-texts", str(world / "retain.jsonl"),
+                  "--format", "cloze", "--out", str(project / "r")]  # fmt: skip
+    for attacks in (",quantize", "quantize,", "quantize,,relearn"):
+        refused(cli(*robustness, "--attacks", attacks), "--attacks", "empty name")
+    same = [few if arg == twelve else arg for arg in robustness]
+    refused(cli(*same), "--forget-mcq and --retain-mcq", "same file")
+    shots = ["attack", "few-shot", "--model", model, "--shots-mcq", twelve, "--eval-mcq", few, "--format", "cloze"]
+    refused(cli(*shots, "--k", "1,x"), "--k")
+    refused(cli(*shots, "--k", "1,1"), "--k", "twice")
+    quantize = ["attack", "quantize", "--model", model, "--eval-mcq", few, "--format", "cloze"]
+    refused(cli(*quantize, "--setting", "4:group", "--setting", "4:group"), "4:group", "twice")
+    refused(cli(*quantize, "--setting", "8:per-channel", "--group", "64"), "--group")
+    relearn = ["attack", "relearn", "--model", model, "--train", str(world / "forget.jsonl"), "--eval-mcq", few]
+    refused(cli(*relearn, "--format", "cloze", "--lora-rank", "4", "--params", "model.*"), "--params", "--lora-rank")
+    assert snapshot(project) == before and not (project / "r").exists()
+
+
 def test_model_weights_get_the_umask_too(project: Path) -> None:
     os.umask(0o022)
     assert cli(*unlearn_args(project, project / "out")).returncode == 0

@@ -99,9 +99,16 @@ def quantize(
         start = time.perf_counter()
         with quantized(model, bits, scheme, group) as count:
             after = evaluate()
-        details = {"bits": bits, "scheme": scheme, "tensors": count, "seconds": time.perf_counter() - start}
-        if scheme == "group":
+        details: dict[str, object] = {
+            "bits": bits,
+            "scheme": scheme,
+            "tensors": count,
+            "seconds": time.perf_counter() - start,
+        }
+        if scheme == "group":  # the group asked for, and those used (a row splits into equal groups)
             details["group"] = group
+            widths = {(w.T if transposed else w).shape[-1] for w, transposed in _linear_weights(model)}
+            details["groups_used"] = sorted({group_size(width, group) for width in widths})
         name = f"quantize-int{bits}-{scheme}"
         results.append(AttackResult(name, before, after, [CurvePoint(0, before), CurvePoint(1, after)], details))
     return results

@@ -76,6 +76,8 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     _check_outputs(args)
     if args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    if args.params and args.lora_rank:
+        raise ConfigError("--params and --lora-rank are alternatives (LoRA trains its adapters only); give one")
     texts = read_texts(args.train, text_field=args.text_field)
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
@@ -187,10 +189,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--setting {spec!r}: give BITS:SCHEME, BITS one of 8, 4, 3, 2, SCHEME per-channel or group"
             )
+        if (int(bits), scheme) in settings:
+            raise ConfigError(f"--setting {spec!r} is given twice; each setting runs once")
         settings.append((int(bits), scheme))
+    if args.group is not None and not any(scheme == "group" for _, scheme in settings):
+        raise ConfigError("--group applies to a BITS:group --setting only; none is given, so it would be ignored")
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
-    results = quantize(model, evaluate=_evaluator(args, model, tokenizer), settings=tuple(settings), group=args.group)  # type: ignore[arg-type]
+    evaluate = _evaluator(args, model, tokenizer)
+    results = quantize(model, evaluate=evaluate, settings=tuple(settings), group=args.group or 128)  # type: ignore[arg-type]
     return _finish_several(args, results)
 
 
@@ -205,9 +212,12 @@ def cmd_few_shot(args: argparse.Namespace) -> int:
         distinct_inputs(("--shots-mcq and --eval-mcq", args.shots_mcq, eval_path))
     shots = read_mcq(args.shots_mcq)
     item_sets = mcq_sets(args.eval_mcq)
-    ks = [int(k) for k in args.k.split(",") if k.strip()] if args.k else [1, 3, 5]
-    if not ks or any(k < 1 for k in ks):
+    parts = [k.strip() for k in args.k.split(",")] if args.k is not None else ["1", "3", "5"]
+    if not parts or any(not k.isdigit() or int(k) < 1 for k in parts):
         raise ConfigError(f"--k takes positive integers separated by commas, got {args.k!r}")
+    ks = [int(k) for k in parts]
+    if len(set(ks)) < len(ks):
+        raise ConfigError(f"--k names {sorted(k for k in set(ks) if ks.count(k) > 1)[0]} twice; each k runs once")
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     score = _scorer(args, model, tokenizer)
@@ -351,7 +361,7 @@ def add_attack_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument(
         "--group",
         type=positive_int,
-        default=128,
+        default=None,
         help="input columns per scale in group-wise settings (or the largest divisor of the width below; default: 128)",
     )
     p.set_defaults(func=cmd_quantize)

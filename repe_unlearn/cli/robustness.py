@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import add_model_flags, input_paths, load_model, rmu_record, tokenizer_for
+from ._common import add_model_flags, distinct_inputs, input_paths, load_model, rmu_record, tokenizer_for
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
@@ -18,10 +18,13 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="robustness")
     if args.attacks is not None and not args.attacks.strip(","):
         raise ConfigError(f"--attacks is empty; give some of: {', '.join(ATTACKS)}")
-    chosen = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else list(ATTACKS)
+    if args.attacks is not None and any(not a.strip() for a in args.attacks.split(",")):
+        raise ConfigError(f"--attacks {args.attacks!r} holds an empty name; separate names by single commas")
+    chosen = [a.strip() for a in args.attacks.split(",")] if args.attacks else list(ATTACKS)
     unknown = [a for a in chosen if a not in ATTACKS]
     if unknown:
         raise ConfigError(f"--attacks: unknown attack {unknown[0]!r}; valid: {', '.join(ATTACKS)}")
+    distinct_inputs(("--forget-mcq and --retain-mcq", args.forget_mcq, args.retain_mcq))
     forget, retain = read_mcq(args.forget_mcq), read_mcq(args.retain_mcq)
     relearn_texts, unrelated_texts = read_texts(args.relearn_texts), read_texts(args.unrelated_texts)
     rephrased = read_mcq(args.rephrased_mcq) if args.rephrased_mcq else None

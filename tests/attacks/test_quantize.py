@@ -101,3 +101,13 @@ def test_quantize_cli(tmp_path: Path, tokenizer: object, capsys: pytest.CaptureF
     capsys.readouterr()
     assert main([*common, "--setting", "5:group"]) == 2
     assert "BITS:SCHEME" in capsys.readouterr().err
+
+
+def test_the_groups_used_are_recorded_beside_the_one_asked_for() -> None:
+    """A row splits into equal groups, so group 100 on the tiny model's narrower rows uses a divisor of their
+    width: the record says which groups were used beside the one asked for."""
+    model = make_model("llama")
+    widths = {m.weight.shape[1] for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model.lm_head}
+    (result,) = quantize(model, evaluate=lambda: {"x": 0.0}, settings=((4, "group"),), group=100)
+    assert result.details["group"] == 100
+    assert result.details["groups_used"] == sorted({group_size(w, 100) for w in widths}) != [100]
