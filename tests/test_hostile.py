@@ -452,6 +452,9 @@ def test_attack_flags_that_would_be_ignored_or_repeated_are_refused(project: Pat
     refused(cli(*quantize, "--setting", "8:per-channel", "--group", "64"), "--group")
     relearn = ["attack", "relearn", "--model", model, "--train", str(world / "forget.jsonl"), "--eval-mcq", few]
     refused(cli(*relearn, "--format", "cloze", "--lora-rank", "4", "--params", "model.*"), "--params", "--lora-rank")
+    refused(cli("eval", "--model", model, "--mcq", few, "--format", "cloze", "--subject", "biology"), "--subject")
+    refused(cli(*quantize, "--subject", "biology"), "--subject")
+    refused(cli(*robustness, "--subject", "biology"), "--subject")
     assert snapshot(project) == before and not (project / "r").exists()
 
 

@@ -99,6 +99,15 @@ def distinct_inputs(
             raise ConfigError(f"{what} name the same file {a}; {why}")
 
 
+def subject_fits_format(args: argparse.Namespace) -> None:
+    """Refuse ``--subject`` with ``--format cloze``: it adds lm-eval's description line to letter prompts only."""
+    if getattr(args, "subject", None) and getattr(args, "format", None) == "cloze":
+        raise ConfigError(
+            "--subject adds lm-eval's description line to letter-format prompts; with --format cloze it would be "
+            "ignored (drop it, or use --format letter)"
+        )
+
+
 def unique_inputs(flag: str, paths: Sequence[str] | None) -> None:
     """Refuse a repeatable flag that names one file twice (also through a link or another spelling)."""
     seen: dict[str, str] = {}

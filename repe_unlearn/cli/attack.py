@@ -17,6 +17,7 @@ from ._common import (
     positive_float,
     positive_int,
     rmu_record,
+    subject_fits_format,
     tokenizer_for,
 )
 from ._steering import add_intervention_flags, load_target_model, recorded, with_interventions
@@ -44,6 +45,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     from .._outputs import check_output_file
 
     check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=input_paths(args))
+    subject_fits_format(args)
     train = getattr(args, "train_mcq", None)
     for train_path in train if isinstance(train, list) else [train]:
         for eval_path in args.eval_mcq:

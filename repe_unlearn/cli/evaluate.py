@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, input_paths, mcq_sets, positive_int, tokenizer_for
+from ._common import add_model_flags, input_paths, mcq_sets, positive_int, subject_fits_format, tokenizer_for
 from ._steering import add_intervention_flags, load_target_model, recorded, with_interventions
 
 
@@ -20,6 +20,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.mcq and not args.perplexity:
         raise ConfigError("nothing to evaluate: give --mcq FILE (repeatable) and/or --perplexity FILE")
+    subject_fits_format(args)
     inputs = input_paths(args)
     for flag, target in (("--json", args.json), ("--predictions", args.predictions)):
         check_output_file(target, flag, overwrite=args.overwrite, inputs=inputs)

@@ -5,7 +5,15 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import add_model_flags, distinct_inputs, input_paths, load_model, rmu_record, tokenizer_for
+from ._common import (
+    add_model_flags,
+    distinct_inputs,
+    input_paths,
+    load_model,
+    rmu_record,
+    subject_fits_format,
+    tokenizer_for,
+)
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
@@ -25,6 +33,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--attacks: unknown attack {unknown[0]!r}; valid: {', '.join(ATTACKS)}")
     distinct_inputs(("--forget-mcq and --retain-mcq", args.forget_mcq, args.retain_mcq))
+    subject_fits_format(args)
     forget, retain = read_mcq(args.forget_mcq), read_mcq(args.retain_mcq)
     relearn_texts, unrelated_texts = read_texts(args.relearn_texts), read_texts(args.unrelated_texts)
     rephrased = read_mcq(args.rephrased_mcq) if args.rephrased_mcq else None
