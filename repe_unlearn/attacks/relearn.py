@@ -114,5 +114,6 @@ def relearn(
         "batch_size": batch_size,
         "n_texts": len(texts),
         "trained": "lora" if lora_rank else (list(params) if params else "all"),
+        **({"lora_rank": lora_rank} if lora_rank else {}),
     }
     return AttackResult("relearn", before, curve[-1].accuracy, curve, details)

@@ -139,7 +139,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 @with_interventions
 def cmd_suffix(args: argparse.Namespace) -> int:
     """Search a universal adversarial suffix (GCG) on some forget items; evaluate held-out items with it."""
-    from ..attacks import AttackResult, gcg_suffix, with_suffix
+    from ..attacks import AttackResult, CurvePoint, gcg_suffix, with_suffix
     from ..data import read_mcq
     from ..evaluation import evaluate_mcq
 
@@ -172,9 +172,10 @@ def cmd_suffix(args: argparse.Namespace) -> int:
         for p in args.eval_mcq
     }
     print(f"suffix: {found.text!r}")
-    result = AttackResult(
-        "suffix", before, after, details={"suffix": found.text, "suffix_ids": found.ids, "objective": found.objective}
-    )
+    settings = {k: getattr(args, k) for k in ("length", "steps", "top_k", "candidates", "seed")}
+    details = {"suffix": found.text, "suffix_ids": found.ids, "objective": found.objective, **settings}
+    curve = [CurvePoint(0, before), CurvePoint(args.steps, after)]  # without the suffix, then with it
+    result = AttackResult("suffix", before, after, curve, details)
     return _finish(args, result)
 
 
