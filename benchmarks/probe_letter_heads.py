@@ -27,12 +27,10 @@ import math
 import random
 
 import torch
-import transformers as tf
-from probe_letter_reader import positions
-from probe_letter_world import shuffled, stemmed
+from probe_letter_reader import add_setup_flags, load_setup, positions
+from probe_letter_world import shuffled
 
-from repe_unlearn.data import letter_prompt, read_mcq
-from repe_unlearn.toy import SHIPPED_MODEL, SHIPPED_WORLD
+from repe_unlearn.data import letter_prompt
 
 
 class Reader(torch.nn.Module):
@@ -68,24 +66,13 @@ class Reader(torch.nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHIPPED_MODEL), help="a model that knows the world's facts")
-    parser.add_argument("--world", default=str(SHIPPED_WORLD), help="the directory `toy world` wrote")
-    parser.add_argument("--stem", action="store_true", help="ask letter questions with the cloze stem")
+    add_setup_flags(parser)
     parser.add_argument("--over", choices=("choices", "all"), default="choices", help="what 'Answer:' attends to")
     parser.add_argument("--orders", type=int, default=8, help="choice orders of each fitted question")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model = tf.AutoModelForCausalLM.from_pretrained(args.model, local_files_only=True, use_safetensors=True).eval()
-    tokenizer = tf.AutoTokenizer.from_pretrained(args.model, local_files_only=True)
-    world = args.world
-    questions = read_mcq(f"{world}/forget_letter.jsonl") + read_mcq(f"{world}/retain_letter.jsonl")
-    unseen = read_mcq(f"{world}/forget_letter_unseen.jsonl") + read_mcq(f"{world}/retain_letter_unseen.jsonl")
-    unseen_entities = {item.entity for item in unseen}
-    if args.stem:
-        questions = stemmed(world, questions)
+    model, tokenizer, questions, unseen_entities = load_setup(args)
     rng = random.Random(0)
     rows = []  # (states (t, d), stem end, choices' first tokens, answer, unseen)
     captured: dict[str, torch.Tensor] = {}

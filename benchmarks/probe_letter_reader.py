@@ -20,6 +20,7 @@ from its token at every layer at 1.00.
 
 import argparse
 import random
+from typing import Any
 
 import torch
 import transformers as tf
@@ -79,17 +80,18 @@ def value_probe(c: torch.Tensor, values: torch.Tensor, train: torch.Tensor) -> f
         return float((classifier(x[~keep]).argmax(-1) == y[~keep]).float().mean())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_setup_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every letter probe shares: the model, its world, the question form and the threads."""
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help="a model that knows the world's facts")
     parser.add_argument("--world", default=str(SHIPPED_WORLD), help="the directory `toy world` wrote")
     parser.add_argument("--stem", action="store_true", help="ask letter questions with the cloze stem")
-    parser.add_argument("--at", choices=("end", "name"), default="end", help="the query position")
-    parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+
+
+def load_setup(args: argparse.Namespace) -> tuple[tf.PreTrainedModel, Any, list[MCQItem], set[str | None]]:
+    """The frozen model, its tokenizer, every letter question of the world (with ``--stem``, asked with its
+    cloze stem) and the entities whose letter questions are unseen."""
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     model = tf.AutoModelForCausalLM.from_pretrained(args.model, local_files_only=True, use_safetensors=True).eval()
     tokenizer = tf.AutoTokenizer.from_pretrained(args.model, local_files_only=True)
     world = args.world
@@ -97,7 +99,17 @@ def main() -> None:
     unseen = read_mcq(f"{world}/forget_letter_unseen.jsonl") + read_mcq(f"{world}/retain_letter_unseen.jsonl")
     if args.stem:
         questions = stemmed(world, questions)
-    unseen_entities = {item.entity for item in unseen}
+    return model, tokenizer, questions, {item.entity for item in unseen}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_setup_flags(parser)
+    parser.add_argument("--at", choices=("end", "name"), default="end", help="the query position")
+    parser.add_argument("--rank", type=int, default=32)
+    args = parser.parse_args()
+    model, tokenizer, questions, unseen_entities = load_setup(args)
+    torch.manual_seed(0)
     value_ids = {v: i for i, v in enumerate(sorted({c for item in questions for c in item.choices}))}
     rng = random.Random(0)
     queries, choices, answers, values, held_out = [], [], [], [], []
