@@ -25,6 +25,7 @@ def accuracies(model: Any, tokenizer: Any, *item_sets: list[MCQItem]) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--layers", type=int, default=6, help="decoder layers (6, as measured; toy pretrain makes 4)")
     args = parser.parse_args()
     rows = []
     for seed in args.seeds:
@@ -33,7 +34,9 @@ def main() -> None:
         corpus = read_texts(files["forget"]) + read_texts(files["retain"])
         forget_items, retain_items = read_mcq(files["forget_cloze"]), read_mcq(files["retain_cloze"])
         checks = {"forget": forget_items, "retain": retain_items}  # trained until both are known
-        model, tokenizer, _ = pretrain(corpus, PretrainConfig(seed=seed), eval_items=checks, progress=False)
+        model, tokenizer, _ = pretrain(
+            corpus, PretrainConfig(seed=seed, n_layers=args.layers), eval_items=checks, progress=False
+        )
         pretrain_s = time.perf_counter() - start
 
         before = accuracies(model, tokenizer, forget_items, retain_items)

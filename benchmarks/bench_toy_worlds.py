@@ -7,6 +7,7 @@ cloze accuracy per domain, letter-format accuracy on entities whose letter quest
 and the battery (held-out forget accuracy after each attack).
 
     python benchmarks/bench_toy_worlds.py [--worlds shipped A B] [--no-battery] [--target 0.95] [--batch-size 8]
+        [--layers 6]
 
 Targets (issue 17): >= 0.95 cloze accuracy on both domains in <= 60 s on 2 CPU cores, every world.
 """
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument(
         "--batch-size", type=int, default=PretrainConfig().batch_size, help="pretraining's documents per step"
     )
+    parser.add_argument(
+        "--layers", type=int, default=PretrainConfig().n_layers, help="the model's decoder layers (4 by default)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     pretraining, batteries = [], []
@@ -65,7 +69,7 @@ def main() -> None:
         files = write_world(world, tempfile.mkdtemp() + "/world")
         forget, retain = read_texts(files["forget"]), read_texts(files["retain"])
         cloze = {"forget": read_mcq(files["forget_cloze"]), "retain": read_mcq(files["retain_cloze"])}
-        config = PretrainConfig(target=args.target, batch_size=args.batch_size)
+        config = PretrainConfig(target=args.target, batch_size=args.batch_size, n_layers=args.layers)
         model, tokenizer, _ = pretrain(forget + retain, config, eval_items=cloze, progress=False)
         run = model.config.repe_unlearn_pretrain
         acc = {k: evaluate_mcq(model, tokenizer, v, format="cloze", batch_size=64).accuracy for k, v in cloze.items()}
@@ -82,7 +86,7 @@ def main() -> None:
         found = battery(
             model, tokenizer, forget_items=cloze["forget"], retain_items=cloze["retain"],
             relearn_texts=read_texts(files["forget_a"]), unrelated_texts=retain, base=base,
-            direction=result.directions[0], layer=rmu.preset("toy").layer,
+            direction=result.directions[0], layer=result.config.layer,
             rephrased_items=read_mcq(files["forget_rephrased_cloze"]), budget="quick", progress=False,
         )  # fmt: skip
         batteries.append((name, found, rmu_seconds, retain_after))

@@ -63,8 +63,8 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
     timings["evaluate before"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    config = preset("toy")
-    result = unlearn(model, tokenizer, [forget], [retain], config, progress=progress)
+    result = unlearn(model, tokenizer, [forget], [retain], preset("toy"), progress=progress)
+    config = result.config  # its layers counted on the shipped model's depth
     timings["RMU"] = time.perf_counter() - start
 
     start = time.perf_counter()

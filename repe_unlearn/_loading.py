@@ -4,6 +4,7 @@
 :func:`repe_unlearn._checkpoint.load_first_layers`); it falls back to the whole model when k covers it.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,30 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: MPS is not available on this machine")
 
 
+def _model_directory(path: str | os.PathLike[str]) -> Path:
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(
+            f"{path} is not a HuggingFace model directory (no config.json); this tool never downloads models"
+        )
+    return directory
+
+
+def checkpoint_depth(path: str | os.PathLike[str], *, trust_remote_code: bool = False) -> int:
+    """The decoder layers the model directory ``path`` declares (its config only is read)."""
+    from transformers import AutoConfig
+
+    from ._checkpoint import layer_count
+
+    directory = _model_directory(path)
+    try:
+        config = AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
+        raise ConfigError(f"cannot read the config of the model in {path}: {type(exc).__name__}: {detail}") from None
+    return layer_count(config)
+
+
 def load_causal_lm(
     path: str,
     *,
@@ -43,11 +68,7 @@ def load_causal_lm(
         trust_remote_code: allow model code from the directory.
         first_layers: build decoder layers 0..first_layers-1 only (no final norm, no LM head).
     """
-    directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise ConfigError(
-            f"{path} is not a HuggingFace model directory (no config.json); this tool never downloads models"
-        )
+    directory = _model_directory(path)
     import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
@@ -83,4 +104,4 @@ def load_causal_lm(
     return model
 
 
-__all__ = ["check_device", "load_causal_lm"]
+__all__ = ["check_device", "checkpoint_depth", "load_causal_lm"]

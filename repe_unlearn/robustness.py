@@ -103,9 +103,9 @@ class Battery:
         known = [(name, s) for name, s in shares if s is not None]
         if not known and self.base is not None and self.unlearned is not None:
             return (
-                f"The base model scores no higher than the model attacked on these questions (base "
-                f"{self.base['forget']:.3f}, attacked {self.unlearned['forget']:.3f}): nothing was forgotten for an "
-                "attack to bring back."
+                f"The base model scores less than {MIN_GAP:.2f} above the model attacked on these questions (base "
+                f"{self.base['forget']:.3f}, attacked {self.unlearned['forget']:.3f}): too little was forgotten for "
+                "an attack to show it coming back."
             )
         if not known:
             return "Without the base model's accuracy the share of forgotten accuracy recovered cannot be computed."

@@ -4,9 +4,10 @@ Errors of this package become one line on stderr and exit code 2; ``--debug`` sh
 """
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import RepeUnlearnError
@@ -25,7 +26,13 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (the usage is one ``--help`` away)."""
+    """argparse with one-line errors (the usage is one ``--help`` away), and values that start with a minus and a
+    digit read as values: ``--update-layers -4,-3,-2`` (layers counted from the last), as Python 3.13's argparse
+    reads them; before it, only a lone negative number was."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-\.?\d")
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

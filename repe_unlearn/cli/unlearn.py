@@ -51,6 +51,7 @@ def _our_step_log(path: str) -> bool:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     """Unlearn with RMU: misdirect layer ℓ on forget corpora, preserve it on retain corpora."""
     from .._distributed import is_main
+    from .._loading import checkpoint_depth
     from .._outputs import OutputDir, check_output_file
     from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
     from ..rmu.artifacts import check_streamable
@@ -95,6 +96,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         retain, retain_names = retain * len(forget), retain_names * len(forget)
     # the loss stops at layer ℓ: build layers 0..ℓ only, read from the checkpoint tensor by tensor (an adversary's
     # loss needs the logits, so rmu-lat and adv-rmu load the whole model)
+    # layers counted from the last (the toy preset's) are counted on the checkpoint's depth, before it is loaded
+    config = config.resolved(checkpoint_depth(args.model, trust_remote_code=args.trust_remote_code))
     first_layers = None if args.full_model or config.method in ADVERSARIAL else config.layer + 1
     model = load_model(
         args.model,

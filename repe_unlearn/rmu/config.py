@@ -21,6 +21,10 @@ METHOD_FIELDS: dict[str, tuple[MethodName, ...]] = {
 }
 
 
+def _layers(n: int) -> str:
+    return f"{n} layer" if n == 1 else f"{n} layers"
+
+
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
@@ -29,9 +33,13 @@ def _help(text: str) -> dict[str, str]:
 class RMUConfig:
     """Hyperparameters of RMU. Defaults are the published code's (WMDP repository, ``rmu/unlearn.py``)."""
 
-    layer: int = field(default=7, metadata=_help("the steered layer ℓ, whose residual output is misdirected"))
+    layer: int = field(
+        default=7,
+        metadata=_help("the steered layer ℓ, whose residual output is misdirected (negative: from the last, -1)"),
+    )
     update_layers: tuple[int, ...] | None = field(
-        default=None, metadata=_help("layers whose parameters are updated (default: ℓ-2, ℓ-1, ℓ)")
+        default=None,
+        metadata=_help("layers whose parameters are updated (default: ℓ-2, ℓ-1, ℓ; negative: from the last)"),
     )
     param_template: str | None = field(
         default=None,
@@ -140,23 +148,21 @@ class RMUConfig:
             raise ConfigError(f"min_len must be >= 0, got {self.min_len}")
         if self.epoch_cache_gb is not None and not (math.isfinite(self.epoch_cache_gb) and self.epoch_cache_gb >= 0):
             raise ConfigError(f"epoch_cache_gb must be a finite number >= 0 (0: off), got {self.epoch_cache_gb}")
-        if self.layer < 0:
-            raise ConfigError(f"layer must be a non-negative layer index, got {self.layer}")
+        for name in ("layer", "adv_layer"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{name} must be a layer index, got {value!r}")
+        indices = self.update_layers or ()
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
+            raise ConfigError(f"update_layers must be layer indices, got {self.update_layers!r}")
         for name in ("steering_coeff", "alpha"):
             values = getattr(self, name)
             if not values or any(not math.isfinite(v) or v < 0 for v in values):
                 raise ConfigError(f"{name} must be one or more finite non-negative numbers, got {values!r}")
         if self.adaptive_coeff is not None and not self.adaptive_coeff > 0:
             raise ConfigError(f"adaptive_coeff must be positive, got {self.adaptive_coeff}")
-        if self.update_layers is not None:
-            if not self.update_layers:
-                raise ConfigError("update_layers must name at least one layer")
-            above = [i for i in self.update_layers if i > self.layer or i < 0]
-            if above:
-                raise ConfigError(
-                    f"update layers {above} are invalid: each must be between 0 and the steered layer {self.layer} "
-                    "(a layer above ℓ cannot change h_ℓ)"
-                )
+        if self.update_layers is not None and not self.update_layers:
+            raise ConfigError("update_layers must name at least one layer")
         if self.forget_max_length is not None and (
             not self.forget_max_length or any(not isinstance(n, int) or n < 1 for n in self.forget_max_length)
         ):
@@ -188,15 +194,6 @@ class RMUConfig:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.method in ADVERSARIAL and self.adv_layer is None and self.layer == 0:
-            raise ConfigError(f"{self.method} perturbs a layer below ℓ, and ℓ = 0 has none; steer a later layer")
-        if self.adv_layer is not None and (isinstance(self.adv_layer, bool) or not isinstance(self.adv_layer, int)):
-            raise ConfigError(f"adv_layer must be a layer index, got {self.adv_layer!r}")
-        if self.adv_layer is not None and not 0 <= self.adv_layer < self.layer:
-            raise ConfigError(
-                f"adv_layer {self.adv_layer} must lie below the steered layer {self.layer} (the adversary perturbs "
-                "the residual stream on its way to ℓ)"
-            )
         if self.param_template is not None:
             try:
                 filled = self.param_template.format(layer=0)
@@ -206,10 +203,61 @@ class RMUConfig:
                 ) from None
             if "{layer}" not in self.param_template or not filled:
                 raise ConfigError(f"param_template {self.param_template!r} must contain '{{layer}}'")
+        self._check_layers()
+
+    def _check_layers(self) -> None:
+        """The update and adversary layers against ℓ, once every index counts from the first layer (`resolved`
+        counts the others on the model's depth, then checks them here)."""
+        if not self.is_resolved:
+            return
+        above = [i for i in self.update_layers or () if i > self.layer]
+        if above:
+            raise ConfigError(
+                f"update layers {above} are invalid: each must be between 0 and the steered layer {self.layer} "
+                "(a layer above ℓ cannot change h_ℓ)"
+            )
+        if self.method in ADVERSARIAL and self.adv_layer is None and self.layer == 0:
+            raise ConfigError(f"{self.method} perturbs a layer below ℓ, and ℓ = 0 has none; steer a later layer")
+        if self.adv_layer is not None and self.adv_layer >= self.layer:
+            raise ConfigError(
+                f"adv_layer {self.adv_layer} must lie below the steered layer {self.layer} (the adversary perturbs "
+                "the residual stream on its way to ℓ)"
+            )
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether every layer index is counted from the first layer (none from the last)."""
+        adversary = () if self.adv_layer is None else (self.adv_layer,)
+        return min((self.layer, *(self.update_layers or ()), *adversary)) >= 0
+
+    def resolved(self, n_layers: int) -> "RMUConfig":
+        """This config for a model of ``n_layers`` decoder layers: negative indices counted from the last (-1 the
+        last layer, as in Python), repeated update layers merged; an index beyond the model is refused."""
+
+        def absolute(index: int, name: str) -> int:
+            if not -n_layers <= index < n_layers:
+                valid = f"valid: {-n_layers}..{n_layers - 1}"
+                raise ConfigError(f"{name} {index} is out of range: the model has {_layers(n_layers)} ({valid})")
+            return index % n_layers
+
+        layer = absolute(self.layer, "layer")  # the steered layer first: its error names the real culprit
+        update = None
+        if self.update_layers is not None:
+            update = tuple(sorted({absolute(i, "update layer") for i in self.update_layers}))
+        adversary = None if self.adv_layer is None else absolute(self.adv_layer, "adv_layer")
+        try:
+            return dataclasses.replace(self, layer=layer, update_layers=update, adv_layer=adversary)
+        except ConfigError as exc:
+            if self.is_resolved:
+                raise
+            given = [self.layer, *(self.update_layers or ()), *(() if self.adv_layer is None else (self.adv_layer,))]
+            counted = ", ".join(f"{i} is {i % n_layers}" for i in dict.fromkeys(given) if i < 0)
+            raise ConfigError(f"{exc} (counted from the last of {_layers(n_layers)}: {counted})") from None
 
     @property
     def layers_to_update(self) -> tuple[int, ...]:
-        """The update layers, defaulting to ℓ-2, ℓ-1, ℓ (clipped at 0)."""
+        """The update layers, defaulting to ℓ-2, ℓ-1, ℓ (clipped at 0); for a config resolved to a model."""
+        self._require_resolved()
         if self.update_layers is not None:
             return tuple(sorted(set(self.update_layers)))
         return tuple(range(max(0, self.layer - 2), self.layer + 1))
@@ -217,7 +265,15 @@ class RMUConfig:
     @property
     def adversary_layer(self) -> int:
         """The layer the adversary perturbs: ``adv_layer``, or ℓ-1 as in the published RMU-LAT run (at 0: 0)."""
+        self._require_resolved()
         return self.adv_layer if self.adv_layer is not None else max(0, self.layer - 1)
+
+    def _require_resolved(self) -> None:
+        if not self.is_resolved:
+            raise ConfigError(
+                f"layer {self.layer} (or an update or adversary layer) counts from the last layer; resolve it for a "
+                "model first: config.resolved(n_layers)"
+            )
 
     @property
     def optimizer_name(self) -> OptimizerName:
@@ -280,12 +336,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "forget_max_length": (512, 768),
         "reference_mode": True,
     },
-    # the toy models of `repe-unlearn demo` (6 layers, d_model 128, residual norm ~14 at layer 4, far from
-    # Zephyr's): the coefficient follows the measured norm (adaptive) instead of a fixed c; 50 forget
-    # paragraphs make 5 batches, so the epochs give 200 steps (benchmarks/bench_toy_preset.py)
+    # the toy models (`toy pretrain`'s 4 layers, d_model 128; the shipped model of `repe-unlearn demo` has 6,
+    # residual norm ~14 at layer 4, far from Zephyr's): counted from the last layer, so that it steers the
+    # second-to-last layer of either (4 of 6, 2 of 4); the coefficient follows the measured norm (adaptive)
+    # instead of a fixed c; 50 forget paragraphs make 5 batches, so the epochs give 200 steps
+    # (benchmarks/bench_toy_preset.py)
     "toy": {
-        "layer": 4,
-        "update_layers": (2, 3, 4),
+        "layer": -2,
+        "update_layers": (-4, -3, -2),
         "adaptive_coeff": 8.0,
         "alpha": (100.0,),
         "lr": 5e-3,
@@ -321,7 +379,8 @@ METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "rmu-lat": {"epochs": 10, "adv_epsilon": 4.0},
         "adv-rmu": {"epochs": 10, "adv_epsilon": 4.0},
         # the flat target with every MLP below ℓ updated: the erasure reaches the layers that hold the facts
-        "rmu-flat": {"flat_weight": 200.0, "update_layers": (0, 1, 2, 3, 4)},
+        # (0, 1 and the three below the last: every layer from 0 to ℓ on models of 4 to 6 layers)
+        "rmu-flat": {"flat_weight": 200.0, "update_layers": (0, 1, -4, -3, -2)},
     },
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .._loading import load_causal_lm
+from .._loading import checkpoint_depth, load_causal_lm
 from .._outputs import OutputDir
 from .._vectors import ControlVector
 from .artifacts import check_streamable, save_unlearned
@@ -60,7 +60,7 @@ def unlearn_from_pretrained(
     """
     from transformers import AutoTokenizer
 
-    config = config or RMUConfig()
+    config = (config or RMUConfig()).resolved(checkpoint_depth(path, trust_remote_code=trust_remote_code))
     target = OutputDir(out, overwrite=overwrite, inputs=[path], kind="unlearned model")  # checked before any compute
     model = load_causal_lm(
         str(path),

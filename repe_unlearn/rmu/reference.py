@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .._models import d_model, decoder_layers
 from .config import RMUConfig
-from .trainer import parameter_names
+from .trainer import model_depth, parameter_names
 
 
 def published_corpus(path: str | os.PathLike[str], *, parse_json: bool, min_len: int = 0) -> list[str]:
@@ -105,6 +105,7 @@ def reference_rmu(
     Returns:
         ``(forget_loss, retain_loss, seconds)`` for each step.
     """
+    config = config.resolved(model_depth(model))
     tok = copy.deepcopy(tokenizer)
     tok.truncation_side = "right"
     tok.padding_side = "left"

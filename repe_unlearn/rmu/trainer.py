@@ -35,6 +35,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from .._cache import collect
+from .._checkpoint import partial_layers
 from .._distributed import all_reduce_sum, is_main, my_rows, world
 from .._hooks import HookHandle, LayerCall, _unpack, capture_calls, replaying
 from .._masking import mean_token_norm, real_positions
@@ -117,8 +118,16 @@ class RMUResult:
         return f"RMUResult({len(self.history)} steps, layer {self.config.layer}, c=[{coeffs}]{losses})"
 
 
+def model_depth(model: nn.Module) -> int:
+    """The decoder layers of the checkpoint ``model`` was built from (all of them, where only the first were
+    loaded): what a layer counted from the last is counted from."""
+    partial = partial_layers(model)
+    return partial[1] if partial is not None else n_layers(model)
+
+
 def parameter_names(model: nn.Module, config: RMUConfig) -> list[str]:
     """Full names of the tensors RMU updates, by name (never by position)."""
+    config = config.resolved(model_depth(model))
     if config.layer >= n_layers(model):
         raise ConfigError(f"layer {config.layer} is out of range: the model has {n_layers(model)} layers")
     names = dict(model.named_parameters())
@@ -248,6 +257,7 @@ def train(
     On failure (a NaN or infinite loss, an interrupt) the selected tensors are restored, so the model is
     left as it was.
     """
+    config = config.resolved(model_depth(model))
     n_topics = len(forget)
     if n_topics == 0 or len(retain) != n_topics:
         raise ConfigError(f"need one retain corpus per forget corpus, got {n_topics} forget and {len(retain)} retain")
@@ -640,7 +650,7 @@ def unlearn(
         An :class:`RMUResult`: the updated parameter names, the directions u_t ``[T d_model]``, the
         coefficients c_t, the loss history and the original tensors.
     """
-    config = config or RMUConfig()
+    config = (config or RMUConfig()).resolved(model_depth(model))  # layers counted from the last, counted
     for what, corpora in (("forget", forget), ("retain", retain)):
         if isinstance(corpora, str) or any(isinstance(c, str) or not isinstance(c, Sequence) for c in corpora):
             raise ConfigError(

@@ -18,7 +18,7 @@ class PretrainConfig:
     ``max_steps`` or ``max_seconds`` (a run stopped there says so). ``steps`` fixes the length instead."""
 
     d_model: int = field(default=128, metadata=_help("width of the residual stream"))
-    n_layers: int = field(default=6, metadata=_help("decoder layers"))
+    n_layers: int = field(default=4, metadata=_help("decoder layers"))
     n_heads: int = field(default=4, metadata=_help("attention heads"))
     d_mlp: int = field(default=512, metadata=_help("MLP hidden width"))
     init_std: float = field(

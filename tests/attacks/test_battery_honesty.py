@@ -32,12 +32,12 @@ def test_shares_use_the_right_floor_and_nothing_forgotten_is_said() -> None:
     held = Battery([rows(0.24, 0.31, base_forget=0.31, floor=0.25)], 0.25, ["e"], ["f"], {"forget": 0.3, "retain": 1})
     assert held.recovered(held.rows[0]) is None  # a probe at chance on the base: nothing to recover
     same = Battery([rows(0.29, 0.9)], 0.25, ["e"], ["f"], {"forget": 0.29, "retain": 1}, {"forget": 0.29, "retain": 1})
-    assert "nothing was forgotten" in same.verdict() and "Hidden" not in same.verdict()
+    assert "too little was forgotten" in same.verdict() and "Hidden" not in same.verdict()
     unforgotten = Battery(
         [rows(1.0, 0.94, base_forget=0.94, floor=0.25)], 0.25, ["e"], ["f"], {"forget": 1.0, "retain": 1},
         {"forget": 1.0, "retain": 1},
     )  # fmt: skip
-    assert unforgotten.recovered(unforgotten.rows[0]) is None and "nothing was forgotten" in unforgotten.verdict()
+    assert unforgotten.recovered(unforgotten.rows[0]) is None and "too little was forgotten" in unforgotten.verdict()
     probe = Battery([rows(0.29, 0.88, base_forget=0.9, floor=0.25)], 0.25, ["e"], ["f"], {"forget": 1.0, "retain": 1})
     assert probe.recovered(probe.rows[0]) == pytest.approx((0.88 - 0.25) / (0.9 - 0.25))
 

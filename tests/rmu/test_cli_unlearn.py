@@ -36,6 +36,27 @@ def run(workdir: Path, *extra: str) -> int:
     return main(argv)
 
 
+def test_the_toy_preset_fits_a_model_of_any_depth(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The toy preset counts its layers from the last: on this 4-layer model it steers layer 2, and the run
+    records the layers it used."""
+    out = workdir / "out"
+    argv = ["unlearn", "--model", str(workdir / "base"), "--forget", str(workdir / "forget.jsonl")]
+    argv += ["--retain", str(workdir / "retain.txt"), "--preset", "toy", "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "steered layer 2; updated model.layers.0.mlp.down_proj.weight" in printed, printed
+    summary = json.loads((out / "rmu_config.json").read_text())
+    assert summary["config"]["layer"] == 2 and summary["config"]["update_layers"] == [0, 1, 2]
+    assert main([*argv[:-2], "--out", str(workdir / "out2"), "--layer", "-5"]) == 2
+    assert "error: layer -5 is out of range: the model has 4 layers" in capsys.readouterr().err
+    assert not (workdir / "out2").exists()
+    # negative lists read as values, with a space as with "=": the same run as the preset's
+    explicit = [*argv[:-2], "--out", str(workdir / "out3"), "--layer", "-2", "--update-layers", "-4,-3,-2"]
+    assert main(explicit) == 0
+    again = json.loads((workdir / "out3" / "rmu_config.json").read_text())["config"]
+    assert (again["layer"], again["update_layers"]) == (2, [0, 1, 2])
+
+
 def test_unlearn_writes_a_loadable_model_delta_and_log(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = workdir / "out"
     assert run(workdir, "--out", str(out), "--log-jsonl", str(workdir / "log.jsonl"), "--adaptive-coeff", "2") == 0

@@ -266,7 +266,13 @@ def test_config_refuses_what_cannot_run() -> None:
 def test_presets_have_a_block_per_method() -> None:
     assert rmu.preset("toy") == rmu.RMUConfig(**rmu.PRESETS["toy"])  # plain RMU: unchanged
     flat = rmu.preset("toy", method="rmu-flat")
-    assert flat.update_layers == (0, 1, 2, 3, 4) and flat.flat_weight == 200.0 and flat.lr == 5e-3
+    assert flat.flat_weight == 200.0 and flat.lr == 5e-3
+    # every layer from 0 to the steered one, on the shipped model (6 layers) and on `toy pretrain`'s (4)
+    assert flat.resolved(6).layers_to_update == (0, 1, 2, 3, 4) and flat.resolved(6).layer == 4
+    assert flat.resolved(4).layers_to_update == (0, 1, 2) and flat.resolved(4).layer == 2
+    toy = rmu.preset("toy")
+    assert (toy.resolved(6).layer, toy.resolved(6).layers_to_update) == (4, (2, 3, 4))  # the demo's, as before
+    assert (toy.resolved(4).layer, toy.resolved(4).layers_to_update) == (2, (0, 1, 2))
     lat = rmu.preset("toy", method="rmu-lat")
     # the same number of updates as plain RMU: 10 epochs x 4 updates per batch against 40 epochs x 1
     assert lat.epochs * lat.adv_model_steps == rmu.preset("toy").epochs

@@ -137,6 +137,46 @@ def test_bad_configuration(tokenizer: object, overrides: dict[str, object], mess
         rmu.unlearn(make_model("llama"), tokenizer, [FORGET], [RETAIN], config(**overrides), progress=False)
 
 
+def test_layers_counted_from_the_last_train_what_the_same_layers_counted_from_the_first_do(
+    tokenizer: object,
+) -> None:
+    """layer -2 on a 4-layer model is layer 2: the same tensors, the same updates, and the result records 2."""
+    runs = {}
+    for layer, update in ((2, (0, 1, 2)), (-2, (-4, 1, -2))):
+        model = make_model("llama")
+        result = rmu.unlearn(
+            model, tokenizer, [FORGET], [RETAIN], config(layer=layer, update_layers=update), progress=False
+        )
+        runs[layer] = (snapshot(model), result)
+    (absolute, first), (negative, second) = runs[2], runs[-2]
+    assert second.config.layer == 2 and second.config.update_layers == (0, 1, 2) and second.config.is_resolved
+    assert second.parameter_names == first.parameter_names and len(first.parameter_names) == 3
+    assert all(torch.equal(absolute[name], negative[name]) for name in absolute)
+    assert [s.forget_loss for s in second.history] == [s.forget_loss for s in first.history]
+    assert not torch.equal(absolute[first.parameter_names[0]], snapshot(make_model("llama"))[first.parameter_names[0]])
+
+
+def test_layers_counted_from_the_last_are_checked() -> None:
+    with pytest.raises(ru.ConfigError, match=r"layer -5 is out of range: the model has 4 layers \(valid: -4..3\)"):
+        config(layer=-5).resolved(4)
+    with pytest.raises(ru.ConfigError, match=r"update layer 4 is out of range"):
+        config(layer=-1, update_layers=(4,)).resolved(4)
+    with pytest.raises(ru.ConfigError, match=r"update layers \[3\] are invalid.*layer 2 .*-2 is 2, -1 is 3\)$"):
+        config(layer=-2, update_layers=(-1,)).resolved(4)  # checked on the model, named both ways
+    with pytest.raises(ru.ConfigError, match=r"^layer -9 is out of range"):  # the culprit, not the update layers
+        config(layer=-9, update_layers=(-4, -3, -2)).resolved(4)
+    with pytest.raises(ru.ConfigError, match=r"the model has 1 layer \(valid: -1..0\)"):
+        config(layer=-2).resolved(1)
+    with pytest.raises(ru.ConfigError, match=r"update layers \[3\] are invalid"):  # caught once resolved
+        config(layer=-2, update_layers=(3,)).resolved(4)
+    with pytest.raises(ru.ConfigError, match="adv_layer 2 must lie below the steered layer 2"):
+        config(layer=-2, method="rmu-lat", reference_mode=False, adv_layer=2).resolved(4)
+    with pytest.raises(ru.ConfigError, match=r"resolve it for a model first: config.resolved\(n_layers\)"):
+        _ = config(layer=-2).layers_to_update
+    assert config(layer=-2).resolved(4).layers_to_update == (0, 1, 2)
+    assert config(layer=-1, method="rmu-lat", reference_mode=False).resolved(6).adversary_layer == 4
+
+
 def test_presets_and_overrides() -> None:
     zephyr = rmu.preset("wmdp-zephyr")
     assert (zephyr.layer, zephyr.layers_to_update, zephyr.steering_coeff, zephyr.alpha) == (
