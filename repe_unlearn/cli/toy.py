@@ -93,7 +93,8 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     out.write(fill)
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"trained {n_params / 1e6:.2f}M parameters on {run['documents']} documents: {steps} steps in {seconds:.0f} s, "
+        f"trained {n_params / 1e6:.2f}M parameters ({run['n_layers']} layers, d_model {run['d_model']}) on "
+        f"{run['documents']} documents: {steps} steps in {seconds:.0f} s, "
         f"stopped: {run['stopped']} (final loss {losses[-1]:.3f}); wrote {args.out}"
     )
     return 0

@@ -75,6 +75,7 @@ def test_toy_cli_world_then_pretrain(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     out = capsys.readouterr().out
     assert "forget_cloze" in out and "cloze accuracy" in out
+    assert "parameters (2 layers, d_model 32) on " in out  # the size asked for, said back
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
