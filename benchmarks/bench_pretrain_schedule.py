@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--layers", type=int, default=6, help="decoder layers (6, as measured; toy pretrain makes 4)")
+    parser.add_argument(
+        "--init-std", type=float, default=0.02, help="initial weights' std (0.02, as measured; toy pretrain uses 0.05)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -69,7 +72,7 @@ def main() -> None:
             runs = {}
             for label, schedule in (("now", Schedule), ("cycles", Cycles)):
                 pretraining.Schedule = schedule  # type: ignore[attr-defined]
-                config = PretrainConfig(seed=seed, max_seconds=1e6, n_layers=args.layers)
+                config = PretrainConfig(seed=seed, max_seconds=1e6, n_layers=args.layers, init_std=args.init_std)
                 model, _, _ = pretraining.pretrain(texts, config, eval_items=cloze, progress=False)  # type: ignore[attr-defined]
                 runs[label] = model.config.repe_unlearn_pretrain
                 run = runs[label]

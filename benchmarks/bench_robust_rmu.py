@@ -61,7 +61,7 @@ def world_files(name: str) -> tuple[Any, Any, dict[str, Path]]:
     texts = read_texts(files["forget"]) + read_texts(files["retain"])
     # no wall-clock ceiling: a busy machine must not leave the base half-trained (steps still cap it)
     # six layers, as when its tables were measured (`toy pretrain` now makes four): the layers below name them
-    config = PretrainConfig(max_seconds=1e6, n_layers=6)
+    config = PretrainConfig(max_seconds=1e6, n_layers=6, init_std=0.02)  # the model its figures were measured on
     model, tokenizer, _ = pretrain(texts, config, eval_items=cloze, progress=False)
     return model, tokenizer, files
 

@@ -26,6 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--layers", type=int, default=6, help="decoder layers (6, as measured; toy pretrain makes 4)")
+    parser.add_argument(
+        "--init-std", type=float, default=0.02, help="initial weights' std (0.02, as measured; toy pretrain uses 0.05)"
+    )
     args = parser.parse_args()
     rows = []
     for seed in args.seeds:
@@ -35,7 +38,10 @@ def main() -> None:
         forget_items, retain_items = read_mcq(files["forget_cloze"]), read_mcq(files["retain_cloze"])
         checks = {"forget": forget_items, "retain": retain_items}  # trained until both are known
         model, tokenizer, _ = pretrain(
-            corpus, PretrainConfig(seed=seed, n_layers=args.layers), eval_items=checks, progress=False
+            corpus,
+            PretrainConfig(seed=seed, n_layers=args.layers, init_std=args.init_std),
+            eval_items=checks,
+            progress=False,
         )
         pretrain_s = time.perf_counter() - start
 

@@ -7,7 +7,7 @@ cloze accuracy per domain, letter-format accuracy on entities whose letter quest
 and the battery (held-out forget accuracy after each attack).
 
     python benchmarks/bench_toy_worlds.py [--worlds shipped A B] [--no-battery] [--target 0.95] [--batch-size 8]
-        [--layers 6]
+        [--layers 6] [--init-std 0.02 0.05]
 
 Targets (issue 17): >= 0.95 cloze accuracy on both domains in <= 60 s on 2 CPU cores, every world.
 """
@@ -60,22 +60,34 @@ def main() -> None:
     parser.add_argument(
         "--layers", type=int, default=PretrainConfig().n_layers, help="the model's decoder layers (4 by default)"
     )
+    parser.add_argument(
+        "--init-std",
+        type=float,
+        nargs="+",
+        default=[PretrainConfig().init_std],
+        help="initial weights' standard deviation; several values run each world with each, side by side",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     pretraining, batteries = [], []
-    for name in args.worlds:
+    runs = [(name, std) for name in args.worlds for std in args.init_std]
+    side_by_side = len(args.init_std) > 1
+    for name, std in runs:
         spec = dict(WORLDS[name])
         world = World.generate(spec.pop("seed"), spec.pop("entities"), **spec)
         files = write_world(world, tempfile.mkdtemp() + "/world")
         forget, retain = read_texts(files["forget"]), read_texts(files["retain"])
         cloze = {"forget": read_mcq(files["forget_cloze"]), "retain": read_mcq(files["retain_cloze"])}
-        config = PretrainConfig(target=args.target, batch_size=args.batch_size, n_layers=args.layers)
+        config = PretrainConfig(
+            target=args.target, batch_size=args.batch_size, n_layers=args.layers, init_std=std, max_seconds=1e6
+        )
         model, tokenizer, _ = pretrain(forget + retain, config, eval_items=cloze, progress=False)
         run = model.config.repe_unlearn_pretrain
         acc = {k: evaluate_mcq(model, tokenizer, v, format="cloze", batch_size=64).accuracy for k, v in cloze.items()}
         letter = evaluate_mcq(model, tokenizer, read_mcq(files["forget_letter_unseen"]), format="letter").accuracy
-        pretraining.append((name, describe(WORLDS[name]), run, acc, letter))
-        print(f"{name}: {run['seconds']:.0f} s, {run['steps_run']} steps, {run['stopped']}, {acc}", flush=True)
+        label = f"{name} (std {std})" if side_by_side else name
+        pretraining.append((label, describe(WORLDS[name]), run, acc, letter))
+        print(f"{label}: {run['seconds']:.0f} s, {run['steps_run']} steps, {run['stopped']}, {acc}", flush=True)
         if args.no_battery:
             continue
         base = copy.deepcopy(model)
@@ -89,7 +101,7 @@ def main() -> None:
             direction=result.directions[0], layer=result.config.layer,
             rephrased_items=read_mcq(files["forget_rephrased_cloze"]), budget="quick", progress=False,
         )  # fmt: skip
-        batteries.append((name, found, rmu_seconds, retain_after))
+        batteries.append((label, found, rmu_seconds, retain_after))
         print(found.markdown(), flush=True)
     print("\n| world | options | seconds | steps | stopped | forget cloze | retain cloze | letter, unseen |")
     print("|---|---|---:|---:|---|---:|---:|---:|")

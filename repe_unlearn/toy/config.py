@@ -22,7 +22,7 @@ class PretrainConfig:
     n_heads: int = field(default=4, metadata=_help("attention heads"))
     d_mlp: int = field(default=512, metadata=_help("MLP hidden width"))
     init_std: float = field(
-        default=0.02, metadata=_help("standard deviation of the initial weights (transformers' initializer_range)")
+        default=0.05, metadata=_help("standard deviation of the initial weights (transformers' initializer_range)")
     )
     vocab_size: int = field(default=1024, metadata=_help("byte-level BPE vocabulary trained on the corpora"))
     steps: int | None = field(
