@@ -133,7 +133,7 @@ class OutputDir:
         self.overwrite = overwrite
         parent = self.target.parent
         if not parent.is_dir():
-            raise FileNotFoundError(f"directory {parent} does not exist; create it first (for --out {out})")
+            raise FileNotFoundError(f"{_missing_directory(parent)}; create it first (for --out {out})")
         _probe(parent, "--out", out)
         if self.target.exists() or self.target.is_symlink():
             if not self.target.is_dir():
@@ -159,9 +159,10 @@ class OutputDir:
         marker = _marker(self.target)
         written = marker.get("kind")
         if self.kind is not None and marker and written != self.kind:
-            what = f"a {written} output" if written else "an output of another repe-unlearn command"
+            what = f"{_article(written)} {written} output" if written else "an output of another repe-unlearn command"
             raise FileExistsError(
-                f"{self.given} holds {what}, not a {self.kind} output; --overwrite replaces only the same kind of "
+                f"{self.given} holds {what}, not {_article(self.kind)} {self.kind} output; --overwrite replaces only "
+                "the same kind of "
                 "output: choose another --out, or remove it yourself"
             )
 
@@ -227,7 +228,7 @@ def check_output_file(path: PathLike | None, flag: str, *, overwrite: bool, inpu
         raise ConfigError(f"{flag} is empty; give a file path")
     target = _real(path)
     if not target.parent.is_dir():
-        raise FileNotFoundError(f"directory {target.parent} does not exist; create it first (for {flag} {path})")
+        raise FileNotFoundError(f"{_missing_directory(target.parent)}; create it first (for {flag} {path})")
     if target.is_dir():
         raise IsADirectoryError(f"{flag} {path} is a directory; give a file path")
     if target.exists() and not stat.S_ISREG(target.stat().st_mode):
@@ -259,3 +260,17 @@ def fix_mode(path: PathLike) -> None:
 
 
 __all__ = ["MARKER", "OutputDir", "OutputRaceError", "check_output_file", "fix_mode", "write_text_atomically"]
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def _missing_directory(path: Path) -> str:
+    """Why ``path`` cannot hold an output: it does not exist, or it (or a folder above it) is a file."""
+    for above in (path, *path.parents):
+        if above.exists() and not above.is_dir():
+            return f"{above} is a file, not a directory"
+        if above.exists():
+            break
+    return f"directory {path} does not exist"

@@ -463,3 +463,18 @@ def test_model_weights_get_the_umask_too(project: Path) -> None:
     assert cli(*unlearn_args(project, project / "out")).returncode == 0
     for name in ("model.safetensors", "rmu_delta.safetensors", "config.json"):
         assert (project / "out" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_an_out_under_a_file_and_another_commands_output_are_named_rightly(tmp_path: Path) -> None:
+    from repe_unlearn._outputs import OutputDir
+    from repe_unlearn.cli import main
+
+    (tmp_path / "afile").write_text("mine\n")
+    with pytest.raises(FileNotFoundError, match=r"afile is a file, not a directory; create it first"):
+        OutputDir(tmp_path / "afile" / "sub")
+    with pytest.raises(FileNotFoundError, match=r"directory \S*nowhere does not exist; create it first"):
+        OutputDir(tmp_path / "nowhere" / "sub")
+    assert main(["toy", "world", "--out", str(tmp_path / "w"), "--entities", "4"]) == 0
+    with pytest.raises(FileExistsError, match="holds a toy world output, not an unlearned model output"):
+        OutputDir(tmp_path / "w", overwrite=True, kind="unlearned model")
+    assert (tmp_path / "afile").read_text() == "mine\n"

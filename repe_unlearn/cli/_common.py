@@ -241,8 +241,10 @@ def config_from_args(
     presets: dict[str, dict[str, Any]],
     *,
     resolve: Callable[[str, Any], dict[str, Any]] | None = None,
+    merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Any:
-    """The config: the preset's values (``resolve(name, method)`` where given), then every flag given explicitly."""
+    """The config: the preset's values (``resolve(name, method)`` where given), then every flag given explicitly
+    (combined by ``merge(preset_values, explicit)`` where given)."""
     explicit: dict[str, Any] = {}
     for f in dataclasses.fields(config_class):
         if hasattr(args, f.name):
@@ -256,4 +258,4 @@ def config_from_args(
     base = presets[preset_name] if preset_name is not None else {}
     if preset_name is not None and resolve is not None:  # presets with a block per method (RMUConfig's)
         base = resolve(preset_name, explicit.get("method"))
-    return config_class(**{**base, **explicit})
+    return config_class(**(merge(base, explicit) if merge is not None else {**base, **explicit}))

@@ -71,6 +71,12 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
         )
     elif run["stopped"] == "plateau" and reached is not None and reached < config.target:
         warnings.append(f"accuracy stopped rising at {reached:.3f}, below --target {config.target}")
+    elif run["stopped"] == "target" and reached is not None and reached < config.target:
+        warnings.append(
+            f"the target {config.target} was reached on the questions checked during training (up to 200 of each "
+            f"--eval-mcq file; lowest {min(run['checked_accuracy'].values()):.3f}), not on the whole files (lowest "
+            f"{reached:.3f})"
+        )
     for warning in warnings[len(run["warnings"]) :]:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -83,6 +89,8 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
             "steps": steps,
             "documents": run["documents"],
             "stopped": run["stopped"],
+            "checked_accuracy": run["checked_accuracy"],  # what the stop was decided on
+            "checked_questions": run["checked_questions"],
             "final_loss": losses[-1],
             "corpora": list(args.corpus),
             "eval": results,
@@ -93,7 +101,8 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     out.write(fill)
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"trained {n_params / 1e6:.2f}M parameters ({run['n_layers']} layers, d_model {run['d_model']}) on "
+        f"trained {n_params / 1e6:.2f}M parameters ({run['n_layers']} layer{'s' * (run['n_layers'] != 1)}, "
+        f"d_model {run['d_model']}) on "
         f"{run['documents']} documents: {steps} steps in {seconds:.0f} s, "
         f"stopped: {run['stopped']} (final loss {losses[-1]:.3f}); wrote {args.out}"
     )

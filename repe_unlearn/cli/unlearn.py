@@ -55,7 +55,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .._outputs import OutputDir, check_output_file
     from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
     from ..rmu.artifacts import check_streamable
-    from ..rmu.config import ADVERSARIAL, METHOD_FIELDS, preset_values
+    from ..rmu.config import ADVERSARIAL, LAYER_FOLLOWERS, METHOD_FIELDS, preset_values, with_overrides
     from ..rmu.trainer import StepLog
 
     method = getattr(args, "method", None) or "rmu"
@@ -66,7 +66,18 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             f"{flag} applies to {' and '.join(METHOD_FIELDS[unread[0]])} only; this run's method is {method}, "
             f"which would ignore it (pass --method, or drop {flag})"
         )
-    config = config_from_args(args, RMUConfig, PRESETS, resolve=preset_values)
+    config = config_from_args(args, RMUConfig, PRESETS, resolve=preset_values, merge=with_overrides)
+    preset_name = getattr(args, "preset", None)
+    if preset_name is not None and hasattr(args, "layer"):
+        values = preset_values(preset_name, method)
+        moved = [n for n in LAYER_FOLLOWERS if n in values and not hasattr(args, n) and args.layer != values["layer"]]
+        if moved:
+            flags = " and ".join("--" + n.replace("_", "-") for n in moved)
+            print(
+                f"note: --layer {args.layer} replaces --preset {preset_name}'s layer {values['layer']}, so its "
+                f"{flags} move with it (defaults around the given layer); give {flags} to choose them",
+                file=sys.stderr,
+            )
     if len(args.retain) not in (1, len(args.forget)):
         raise ConfigError(f"{len(args.forget)} --forget corpora but {len(args.retain)} --retain; give 1 or one each")
     distinct_inputs(
@@ -97,7 +108,22 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     # the loss stops at layer ℓ: build layers 0..ℓ only, read from the checkpoint tensor by tensor (an adversary's
     # loss needs the logits, so rmu-lat and adv-rmu load the whole model)
     # layers counted from the last (the toy preset's) are counted on the checkpoint's depth, before it is loaded
-    config = config.resolved(checkpoint_depth(args.model, trust_remote_code=args.trust_remote_code))
+    depth = checkpoint_depth(args.model, trust_remote_code=args.trust_remote_code)
+    try:
+        config = config.resolved(depth)
+    except ConfigError as exc:  # say which of the layers came from the preset, not typed by the user
+        given = [n for n in ("layer", *LAYER_FOLLOWERS) if hasattr(args, n)]
+        from_preset = [
+            f"{n.replace('_', ' ')} {_layers_text(getattr(config, n))}"
+            for n in ("layer", *LAYER_FOLLOWERS)
+            if preset_name is not None and n not in given and getattr(config, n) is not None
+        ]
+        if not from_preset:
+            raise
+        raise ConfigError(
+            f"{exc}; --preset {preset_name} set {', '.join(from_preset)}: give --layer / --update-layers that fit "
+            f"this model"
+        ) from None
     first_layers = None if args.full_model or config.method in ADVERSARIAL else config.layer + 1
     model = load_model(
         args.model,
@@ -211,6 +237,10 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
     out.write(fill)
     print(f"applied {len(names)} tensors ({', '.join(names)}) to {args.base}; wrote {args.out}")
     return 0
+
+
+def _layers_text(value: int | tuple[int, ...]) -> str:
+    return ",".join(str(i) for i in value) if isinstance(value, tuple) else str(value)
 
 
 def add_unlearn_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -394,7 +394,22 @@ def preset_values(name: str, method: str | None = None) -> dict[str, Any]:
     return {**PRESETS[name], **METHOD_PRESETS.get(name, {}).get(method, {}), "method": method}
 
 
+LAYER_FOLLOWERS = ("update_layers", "adv_layer")  # placed around a preset's own layer ℓ
+
+
+def with_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A preset's ``values`` with explicit ``overrides`` winning. A preset's update layers and adversary layer sit
+    around its own ℓ, so an explicit ``layer`` given without them drops them: they default around the given ℓ
+    (ℓ-2, ℓ-1, ℓ; ℓ-1) instead of staying where the preset's ℓ put them."""
+    base = dict(values)
+    if "layer" in overrides and overrides["layer"] != base.get("layer"):
+        for name in LAYER_FOLLOWERS:
+            if name not in overrides:
+                base.pop(name, None)
+    return {**base, **overrides}
+
+
 def preset(name: str, **overrides: Any) -> RMUConfig:
     """An :class:`RMUConfig` from a named preset (for ``overrides["method"]`` when given), explicit ``overrides``
-    winning."""
-    return RMUConfig(**{**preset_values(name, overrides.get("method")), **overrides})
+    winning; a ``layer`` given without ``update_layers`` (or ``adv_layer``) moves them with it (`with_overrides`)."""
+    return RMUConfig(**with_overrides(preset_values(name, overrides.get("method")), overrides))

@@ -54,6 +54,22 @@ def answers_missing(texts: Sequence[str], items: Sequence[MCQItem]) -> list[MCQI
     return [item for item in items if item.choices[item.answer].strip().lower() not in corpus]
 
 
+def answers_unstated(texts: Sequence[str], items: Sequence[MCQItem], budget: int = 20_000_000) -> list[MCQItem]:
+    """Items about an entity whose right answer appears in no document that names that entity: what the corpus
+    says of the entity cannot teach it (a wrong answer key, say). Items without an entity are not judged, nor any
+    when the search would read more than ``budget`` characters (a large corpus)."""
+    entities = {item.entity.lower() for item in items if item.entity}
+    lowered = [t.lower() for t in texts]
+    if not entities or len(entities) * sum(map(len, lowered)) > budget:
+        return []
+    naming = {entity: [t for t in lowered if entity in t] for entity in entities}
+    return [
+        item
+        for item in items
+        if item.entity and not any(item.choices[item.answer].strip().lower() in t for t in naming[item.entity.lower()])
+    ]
+
+
 def check_corpus(texts: Sequence[str], eval_items: Mapping[str, Sequence[MCQItem]], target: float) -> list[str]:
     """Refuse what cannot be learned (one line each); return warnings about what is suspect."""
     if not texts:
@@ -89,6 +105,19 @@ def check_corpus(texts: Sequence[str], eval_items: Mapping[str, Sequence[MCQItem
             )
         if missing:
             warnings.append(f"--eval-mcq {name}: {len(missing)} right answers never appear in the corpus")
+            continue
+        unstated = answers_unstated(texts, items)
+        if unstated and len(unstated) / len(items) > 1 - target:
+            first = unstated[0]
+            raise DataError(
+                f"--eval-mcq {name}: {len(unstated)} of {len(items)} right answers never appear in a document that "
+                f"names their entity (first: {first.entity!r}, answer {first.choices[first.answer]!r}), so accuracy "
+                f"{target} cannot be reached; check the answer key, or lower --target"
+            )
+        if unstated:
+            warnings.append(
+                f"--eval-mcq {name}: {len(unstated)} right answers never appear in a document that names their entity"
+            )
     return warnings
 
 
@@ -283,7 +312,7 @@ def pretrain(
                 accuracy, checked_at = check(checks), step
             checking += time.perf_counter() - began
             score = min((glance or accuracy).values())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{score:.2f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{score:.3f}")
             if checked_at == step and min(accuracy.values()) >= config.target:
                 stopped = "target"
                 break
@@ -324,7 +353,8 @@ def pretrain(
         "steps_run": len(losses),
         "documents": len(texts),  # those trained on (answered questions cut by max_length left out)
         "stopped": stopped,
-        "checked_accuracy": accuracy,
+        "checked_accuracy": accuracy,  # on the questions checked: up to 200 of each set, drawn once
+        "checked_questions": {name: len(items) for name, items in checks.items()},
         "warnings": warnings,
     }
     return model, tokenizer, losses

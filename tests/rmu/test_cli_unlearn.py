@@ -7,6 +7,7 @@ from conftest import FORGET, RETAIN, make_model
 from safetensors.torch import save_file
 
 from repe_unlearn.cli import main
+from repe_unlearn.rmu import preset as ru_preset
 
 FAST = ["--layer", "2", "--lr", "0.01", "--batch-size", "4", "--max-batches", "4", "--max-length", "16"]
 
@@ -55,6 +56,36 @@ def test_the_toy_preset_fits_a_model_of_any_depth(workdir: Path, capsys: pytest.
     assert main(explicit) == 0
     again = json.loads((workdir / "out3" / "rmu_config.json").read_text())["config"]
     assert (again["layer"], again["update_layers"]) == (2, [0, 1, 2])
+
+
+def test_a_layer_given_with_a_preset_moves_its_update_layers(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--preset toy updates the three layers up to its ℓ; with --layer given, they follow the given ℓ (the
+    default ℓ-2..ℓ), so the steered layer is updated; a note says so. A preset's layers that do not fit the model
+    are named as the preset's."""
+    argv = ["unlearn", "--model", str(workdir / "base"), "--forget", str(workdir / "forget.jsonl")]
+    argv += ["--retain", str(workdir / "retain.txt"), "--preset", "toy", "--epochs", "1"]
+    assert main([*argv, "--layer", "-1", "--out", str(workdir / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "note: --layer -1 replaces --preset toy's layer -2, so its --update-layers move" in captured.err
+    updated = ", ".join(f"model.layers.{i}.mlp.down_proj.weight" for i in (1, 2, 3))
+    assert f"steered layer 3; updated {updated}" in captured.out, captured.out
+    config = json.loads((workdir / "out" / "rmu_config.json").read_text())["config"]
+    assert (config["layer"], config["update_layers"]) == (3, None)  # None: the default, ℓ-2..ℓ
+    assert ru_preset("toy", layer=3).layers_to_update == (1, 2, 3)  # the Python API moves them alike
+    shallow = make_model("llama")
+    shallow.model.layers = shallow.model.layers[:2]
+    shallow.config.num_hidden_layers = 2
+    shallow.save_pretrained(workdir / "shallow")
+    (workdir / "base" / "tokenizer.json").rename(workdir / "shallow" / "tokenizer.json")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (workdir / "base" / name).exists():
+            (workdir / "base" / name).rename(workdir / "shallow" / name)
+    argv[2] = str(workdir / "shallow")
+    assert main([*argv, "--out", str(workdir / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert "update layer -4 is out of range: the model has 2 layers" in err
+    assert "--preset toy set layer -2, update layers -4,-3,-2: give --layer / --update-layers" in err
+    assert not (workdir / "out2").exists()
 
 
 def test_unlearn_writes_a_loadable_model_delta_and_log(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@ import dataclasses
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from repe_unlearn.cli import main
 from repe_unlearn.evaluation import MCQItem, evaluate_mcq, read_mcq
 from repe_unlearn.toy import SHIPPED_MODEL, SHIPPED_WORLD, PretrainConfig, load_shipped_model, pretrain
 
+pretraining = importlib.import_module("repe_unlearn.toy.pretrain")  # the module: the package exports the function
 TINY = PretrainConfig(d_model=32, n_layers=2, n_heads=2, d_mlp=64, vocab_size=300, steps=40, batch_size=16)
 
 
@@ -122,6 +124,35 @@ def test_a_ceiling_is_reported_never_silent(tmp_path: Path, capsys: pytest.Captu
     assert summary["stopped"] == "ceiling" and summary["steps"] == 4 and "forget_letter" in summary["eval"]
 
 
+def test_a_target_met_on_the_checked_sample_only_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop is decided on up to 200 questions per file; when the whole file, printed next to "stopped:
+    target", scores lower, the summary says so instead of looking like a contradiction."""
+    import repe_unlearn.toy as toy
+
+    real = toy.pretrain
+
+    def stopped_on_a_sample(*args: Any, **kwargs: Any) -> Any:
+        model, tokenizer, losses = real(*args, **kwargs)  # 2 steps: the whole file is far below the target
+        run = model.config.repe_unlearn_pretrain
+        run["stopped"], run["checked_accuracy"] = "target", {"forget_cloze": 0.99}  # as if a sample had said so
+        return model, tokenizer, losses
+
+    monkeypatch.setattr(toy, "pretrain", stopped_on_a_sample)
+    world = tmp_path / "w"
+    assert main(["toy", "world", "--out", str(world), "--seed", "1", "--entities", "4"]) == 0
+    argv = ["toy", "pretrain", "--corpus", str(world / "forget.jsonl"), "--eval-mcq", str(world / "forget_cloze.jsonl")]
+    small = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--d-mlp", "64", "--vocab-size", "300"]
+    capsys.readouterr()
+    assert main([*argv, *small, "--steps", "2", "--out", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    assert "reached on the questions checked during training (up to 200 of each --eval-mcq file; lowest 0.990)" in err
+    summary = json.loads((tmp_path / "m" / "pretrain.json").read_text())
+    assert summary["eval"]["forget_cloze"]["accuracy"] < 0.98 and summary["checked_accuracy"] == {"forget_cloze": 0.99}
+    assert summary["checked_questions"] == {"forget_cloze": 16} and "not on the whole files" in summary["warnings"][-1]
+
+
 def test_without_questions_training_stops_when_the_loss_stops_falling() -> None:
     config = PretrainConfig(**SMALL, warmup=2, max_steps=2000)  # type: ignore[arg-type]
     model, _, losses = pretrain(["Zorb is a town. Zorb lies on the river Vell."] * 4, config, progress=False)
@@ -187,7 +218,7 @@ def test_a_gain_must_beat_the_best_of_the_phase() -> None:
 
 
 def test_what_cannot_be_learned_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    texts, _ = small_world(tmp_path)
+    texts, items = small_world(tmp_path)
     with pytest.raises(ru.ConfigError, match="target is an accuracy"):
         PretrainConfig(target=1.5)
     for bad in (0.0, -1.0, float("nan"), 11.0):
@@ -198,6 +229,20 @@ def test_what_cannot_be_learned_is_said(tmp_path: Path, capsys: pytest.CaptureFi
         pretrain(texts, TINY, eval_items={"geology": elsewhere}, progress=False)
     with pytest.raises(ru.DataError, match="corpus is empty"):
         pretrain([], TINY, progress=False)
+    # a wrong answer key: each question asked about the next entity, with the answer about the first (a value the
+    # corpus states, of another entity): the corpus-wide check sees nothing wrong
+    rows = items["forget"]
+    names = [row.entity for row in rows]  # type: ignore[attr-defined]
+    key = [
+        MCQItem(row.question.replace(name, other), row.choices, row.answer, other)  # type: ignore[attr-defined]
+        for row, name, other in zip(rows, names, names[4:] + names[:4], strict=True)  # 4 relations per entity
+    ]
+    assert not pretraining.answers_missing(texts, key)
+    with pytest.raises(ru.DataError, match=r"right answers never appear in a document that names their entity \(first"):
+        pretrain(texts, TINY, eval_items={"forget": key}, progress=False)
+    assert pretraining.answers_unstated(texts, items["forget"]) == []  # the true key is stated: none flagged
+    one_off = [key[0], *items["forget"][1:]]
+    assert pretraining.answers_unstated(texts, one_off) == [key[0]]
     model, _, _ = pretrain(["Zorb is a town."], PretrainConfig(**SMALL, steps=2), progress=False)  # type: ignore[arg-type]
     assert "one document" in capsys.readouterr().err and model.config.repe_unlearn_pretrain["warnings"]
     noise = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(5)]
