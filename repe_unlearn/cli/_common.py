@@ -198,8 +198,13 @@ def _flag_type(annotation: Any) -> tuple[Any, bool]:
 
 def _comma_list(element: Any) -> Any:
     def parse(text: str) -> list[Any]:
+        parts = text.split(",")
+        if not all(part.strip() for part in parts):  # "0,,1", "2,": a value left out by mistake, not dropped
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {element.__name__}s, got an empty item in {text!r}"
+            )
         try:
-            return [element(part) for part in text.split(",") if part.strip()]
+            return [element(part) for part in parts]
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {element.__name__}s, got {text!r}") from None
 

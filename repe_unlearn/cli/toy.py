@@ -85,6 +85,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
         tokenizer.save_pretrained(tmp)
         summary = {
             "config": config.to_dict(),
+            "vocabulary": len(tokenizer),  # the tokens the tokenizer learned: at most config's vocab_size
             "seconds": seconds,
             "steps": steps,
             "documents": run["documents"],

@@ -51,6 +51,10 @@ def test_the_toy_preset_fits_a_model_of_any_depth(workdir: Path, capsys: pytest.
     assert main([*argv[:-2], "--out", str(workdir / "out2"), "--layer", "-5"]) == 2
     assert "error: layer -5 is out of range: the model has 4 layers" in capsys.readouterr().err
     assert not (workdir / "out2").exists()
+    for typo in ("0,,1", "1,2,"):  # a value left out is refused, not dropped
+        assert main([*argv[:-2], "--out", str(workdir / "out2"), "--update-layers", typo]) == 2
+        assert f"expected comma-separated ints, got an empty item in '{typo}'" in capsys.readouterr().err
+    assert not (workdir / "out2").exists()
     # negative lists read as values, with a space as with "=": the same run as the preset's
     explicit = [*argv[:-2], "--out", str(workdir / "out3"), "--layer", "-2", "--update-layers", "-4,-3,-2"]
     assert main(explicit) == 0

@@ -122,6 +122,8 @@ def test_a_ceiling_is_reported_never_silent(tmp_path: Path, capsys: pytest.Captu
     assert "stopped at the ceiling (4 steps" in captured.err and "letter accuracy" in captured.out
     summary = json.loads((tmp_path / "m" / "pretrain.json").read_text())
     assert summary["stopped"] == "ceiling" and summary["steps"] == 4 and "forget_letter" in summary["eval"]
+    learned = json.loads((tmp_path / "m" / "config.json").read_text())["vocab_size"]
+    assert summary["vocabulary"] == learned <= summary["config"]["vocab_size"] == 300  # what the model has
 
 
 def test_a_target_met_on_the_checked_sample_only_is_said(
