@@ -69,3 +69,41 @@ def test_help_imports_neither_torch_nor_transformers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bad_input_is_refused_before_torch_loads(tmp_path: Path) -> None:
+    """A command checks its flags, outputs and input files before it imports torch or transformers, so that a
+    typo is answered at once (and the hostile-user tests, one process per refusal, stay fast). Each refusal
+    runs in one fresh interpreter, which must end without either library loaded."""
+    corpus, questions, model = tmp_path / "corpus.txt", tmp_path / "q.jsonl", tmp_path / "model"
+    corpus.write_text("Pralstoux spreads through silt dust.\n")
+    questions.write_text(json.dumps({"question": "Q", "choices": ["a", "b"], "answer": 0}) + "\n")
+    model.mkdir()
+    missing = str(tmp_path / "missing.jsonl")
+    cases = [
+        ["eval", "--model", str(model), "--mcq", missing],
+        ["eval", "--model", str(model), "--mcq", str(questions), "--format", "cloze", "--subject", "biology"],
+        ["unlearn", "--model", str(model), "--forget", str(corpus), "--retain", str(corpus), "--out", "o"],
+        ["unlearn", "--model", str(model), "--forget", missing, "--retain", str(corpus), "--out", str(tmp_path / "o")],
+        ["toy", "pretrain", "--corpus", missing, "--out", str(tmp_path / "o")],
+        ["attack", "quantize", "--model", str(model), "--eval-mcq", str(questions), "--setting", "4:x"],
+        ["attack", "relearn", "--model", str(model), "--train", missing, "--eval-mcq", str(questions)],
+        ["attack", "few-shot", "--model", str(model), "--shots-mcq", missing, "--eval-mcq", str(questions)],
+        ["attack", "ablate", "--model", str(model), "--eval-mcq", str(questions)],
+        ["diagnose", "--model", str(model), "--forget", str(corpus), "--retain", str(corpus), "--mcq", str(questions),
+         "--out", str(tmp_path / "o")],
+        ["apply-delta", "--base", str(model), "--delta", str(corpus), "--out", str(model)],
+    ]  # fmt: skip
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from repe_unlearn.cli import main\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        "    code = main(json.loads(sys.argv[1]))\n"
+        "print(json.dumps([code, err.getvalue(), [m for m in ('torch', 'transformers') if m in sys.modules]]))\n"
+    )
+    for argv in cases:
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], capture_output=True, text=True, check=True)
+        exit_code, err, loaded = json.loads(out.stdout)
+        assert exit_code == 2 and err.startswith("repe-unlearn: error: ") and err.count("\n") == 1, (argv, err)
+        assert loaded == [], (argv, err, loaded)

@@ -4,6 +4,7 @@ Errors of this package become one line on stderr and exit code 2; ``--debug`` sh
 """
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -80,12 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        import transformers
+        # torch and transformers load only when a command needs them, so that it refuses bad input at once
+        _quiet_transformers()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun / accelerate launch: join the group
+            from .._distributed import init_from_env
 
-        from .._distributed import init_from_env
-
-        transformers.utils.logging.disable_progress_bar()  # per-file load/save bars are noise next to ours
-        init_from_env()  # under torchrun / accelerate launch: join the process group
+            init_from_env()
         code: int = args.func(args)
         return code
     except KeyboardInterrupt:
@@ -107,6 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _quiet_transformers() -> None:
+    """No per-file load/save progress bars from transformers (noise next to ours), whether it is loaded yet or
+    not: its bars follow huggingface_hub's switch, read when it is first imported."""
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    else:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _one_line(exc: BaseException) -> str:

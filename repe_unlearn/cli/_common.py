@@ -29,7 +29,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> Any:
 def mcq_sets(paths: list[str] | None) -> dict[str, Any]:
     """The items of each ``--mcq`` file under its file stem; two files with one stem are refused (results are
     keyed by it, and one set would silently replace the other)."""
-    from ..data import read_mcq
+    from .._reading import read_mcq
 
     sets: dict[str, Any] = {}
     where: dict[str, str] = {}

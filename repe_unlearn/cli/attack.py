@@ -72,8 +72,7 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
 @with_interventions
 def cmd_relearn(args: argparse.Namespace) -> int:
     """Fine-tune the model on a corpus and evaluate every k steps: does held-out knowledge come back?"""
-    from ..attacks import relearn
-    from ..data import read_texts
+    from .._reading import read_texts
 
     _check_outputs(args)
     if args.steps < 1:
@@ -81,6 +80,9 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     if args.params and args.lora_rank:
         raise ConfigError("--params and --lora-rank are alternatives (LoRA trains its adapters only); give one")
     texts = read_texts(args.train, text_field=args.text_field)
+    # torch: once the flags, outputs and inputs are known to be good
+    from ..attacks import relearn
+
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     result = relearn(
@@ -105,11 +107,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
 @with_interventions
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Project RMU's direction out of the residual stream at the steered layer and after it, then evaluate."""
-    import torch
-
-    from .._io import read_safetensors
-    from ..attacks import ablate, mean_difference
-    from ..data import read_texts
+    from .._reading import read_texts
 
     _check_outputs(args)
     layer = args.layer if args.layer is not None else rmu_record(args.model)[0]
@@ -123,6 +121,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     vectors_path = Path(args.control_vectors or Path(args.model) / "control_vectors.safetensors")
     if args.direction == "control-vector" and not vectors_path.is_file():
         raise ConfigError(f"no control vector at {vectors_path}; pass --control-vectors or --direction mean-diff")
+    # torch: once the flags, outputs and inputs are known to be good
+    import torch
+
+    from .._io import read_safetensors
+    from ..attacks import ablate, mean_difference
+
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     if args.direction == "mean-diff":
@@ -139,12 +143,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 @with_interventions
 def cmd_suffix(args: argparse.Namespace) -> int:
     """Search a universal adversarial suffix (GCG) on some forget items; evaluate held-out items with it."""
-    from ..attacks import AttackResult, CurvePoint, gcg_suffix, with_suffix
-    from ..data import read_mcq
-    from ..evaluation import evaluate_mcq
+    from .._reading import read_mcq
 
     _check_outputs(args)
     train = [item for path in args.train_mcq for item in read_mcq(path)]
+    # torch: once the flags, outputs and inputs are known to be good
+    from ..attacks import AttackResult, CurvePoint, gcg_suffix, with_suffix
+    from ..evaluation import evaluate_mcq
+
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     evaluate = _evaluator(args, model, tokenizer)
@@ -182,8 +188,6 @@ def cmd_suffix(args: argparse.Namespace) -> int:
 @with_interventions
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Round the model's decoder weights to int8/int4 (round-to-nearest, per channel or group-wise), evaluate."""
-    from ..attacks import quantize
-
     _check_outputs(args)
     settings = []
     for spec in args.setting or ["8:per-channel", "4:per-channel", "4:group"]:
@@ -197,6 +201,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         settings.append((int(bits), scheme))
     if args.group is not None and not any(scheme == "group" for _, scheme in settings):
         raise ConfigError("--group applies to a BITS:group --setting only; none is given, so it would be ignored")
+    # torch: once the flags, outputs and inputs are known to be good
+    from ..attacks import quantize
+
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     evaluate = _evaluator(args, model, tokenizer)
@@ -207,8 +214,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 @with_interventions
 def cmd_few_shot(args: argparse.Namespace) -> int:
     """Put k solved questions about other entities before each question, for each k; evaluate."""
-    from ..attacks import few_shot
-    from ..data import read_mcq
+    from .._reading import read_mcq
 
     _check_outputs(args)
     for eval_path in args.eval_mcq:
@@ -221,6 +227,9 @@ def cmd_few_shot(args: argparse.Namespace) -> int:
     ks = [int(k) for k in parts]
     if len(set(ks)) < len(ks):
         raise ConfigError(f"--k names {sorted(k for k in set(ks) if ks.count(k) > 1)[0]} twice; each k runs once")
+    # torch: once the flags, outputs and inputs are known to be good
+    from ..attacks import few_shot
+
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     score = _scorer(args, model, tokenizer)
@@ -251,8 +260,7 @@ def _finish_several(args: argparse.Namespace, results: list[Any]) -> int:
 @with_interventions
 def cmd_unrelated(args: argparse.Namespace) -> int:
     """Fine-tune on text that never names an evaluated entity (e.g. the retain corpus); evaluate."""
-    from ..attacks import unrelated
-    from ..data import read_texts
+    from .._reading import read_texts
 
     _check_outputs(args)
     texts = read_texts(args.train, text_field=args.text_field)
@@ -260,6 +268,9 @@ def cmd_unrelated(args: argparse.Namespace) -> int:
     entities = [item.entity for items in mcq_sets(checked).values() for item in items if item.entity]
     if not entities:
         raise ConfigError("the held-out items carry no 'entity' field, so --train cannot be checked against them")
+    # torch: once the flags, outputs and inputs are known to be good
+    from ..attacks import unrelated
+
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     result = unrelated(
@@ -287,7 +298,9 @@ def _eval_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="MCQ file to evaluate before and after; repeatable",
     )
-    parser.add_argument("--format", choices=["letter", "cloze"], default="letter", help="as in repe-unlearn eval")
+    parser.add_argument(
+        "--format", choices=["letter", "cloze"], default="letter", help="as in repe-unlearn eval (default: letter)"
+    )
     parser.add_argument("--subject", help="as in repe-unlearn eval")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="questions per forward pass")
     parser.add_argument("--json", metavar="OUT", help="write before/after accuracy and the attack's details")

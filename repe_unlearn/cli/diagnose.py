@@ -13,18 +13,18 @@ from ._steering import add_intervention_flags, load_target_model, recorded, with
 @with_interventions
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Residual norms and linear probes per layer for a model (and its base), written as JSON, PNGs and a report."""
-    import torch
-
-    from .._distributed import is_main
-    from .._io import read_safetensors
     from .._outputs import OutputDir
-    from ..data import read_texts
-    from ..diagnostics import diagnose, write_report
+    from .._reading import read_texts
 
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="diagnose")
     distinct_inputs(("--forget and --retain", args.forget, args.retain), ("--model and --base", args.model, args.base))
     forget, retain = read_texts(args.forget), read_texts(args.retain)
     mcq = mcq_sets(args.mcq)
+    import torch  # once the output and inputs are known to be good
+
+    from .._distributed import is_main
+    from .._io import read_safetensors
+    from ..diagnostics import diagnose, write_report
     from ..diagnostics.run import MIN_EXAMPLES
 
     counts = {args.forget: len(forget), args.retain: len(retain), **{p: len(mcq[Path(p).stem]) for p in args.mcq}}
@@ -105,7 +105,7 @@ def add_diagnose_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser
         "--format",
         choices=["letter", "cloze"],
         default="letter",
-        help="letter: probe the last prompt token for the answer letter; cloze: the stem's last token",
+        help="letter (the default): probe the last prompt token for the answer letter; cloze: the stem's last token",
     )
     p.add_argument(
         "--control-vectors",

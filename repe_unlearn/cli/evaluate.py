@@ -13,10 +13,8 @@ from ._steering import add_intervention_flags, load_target_model, recorded, with
 @with_interventions
 def cmd_eval(args: argparse.Namespace) -> int:
     """Multiple-choice accuracy (WMDP/MMLU format, as lm-eval scores it) and perplexity of a model."""
-    from .._distributed import is_main
     from .._outputs import check_output_file, write_text_atomically
-    from ..data import read_texts
-    from ..evaluation import evaluate_mcq, perplexity
+    from .._reading import read_texts
 
     if not args.mcq and not args.perplexity:
         raise ConfigError("nothing to evaluate: give --mcq FILE (repeatable) and/or --perplexity FILE")
@@ -28,6 +26,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--json and --predictions name the same file; give two paths")
     item_sets = mcq_sets(args.mcq)
     texts = read_texts(args.perplexity) if args.perplexity else None
+    from .._distributed import is_main  # torch: once the inputs are known to be good
+    from ..evaluation import evaluate_mcq, perplexity
+
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
     results: dict[str, Any] = {}
@@ -75,7 +76,7 @@ def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "--format",
         choices=["letter", "cloze"],
         default="letter",
-        help="letter: lm-eval's zero-shot A/B/C/D prompt; cloze: score each choice's text",
+        help="letter (the default): lm-eval's zero-shot A/B/C/D prompt; cloze: score each choice's text",
     )
     evaluate.add_argument(
         "--subject",

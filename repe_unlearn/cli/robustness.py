@@ -97,7 +97,9 @@ def add_robustness_parser(sub: "argparse._SubParsersAction[argparse.ArgumentPars
     )
     p.add_argument("--unrelated-texts", required=True, help="text naming no forget entity (e.g. the retain corpus)")
     p.add_argument("--rephrased-mcq", help="the same facts asked with other templates (with 'entity')")
-    p.add_argument("--format", choices=["letter", "cloze"], default="cloze", help="as in repe-unlearn eval")
+    p.add_argument(
+        "--format", choices=["letter", "cloze"], default="cloze", help="as in repe-unlearn eval (default: cloze)"
+    )
     p.add_argument("--subject", help="as in repe-unlearn eval")
     p.add_argument("--attacks", help="comma-separated subset (default: all that the inputs allow)")
     p.add_argument("--budget", choices=["quick", "full"], default="quick", help="steps per attack (docs/attacks.md)")

@@ -37,9 +37,8 @@ def cmd_toy_world(args: argparse.Namespace) -> int:
 def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     """Train a tokenizer and a small Llama causal LM from scratch on corpora; save both (HuggingFace format)."""
     from .._outputs import OutputDir
-    from ..data import read_texts
-    from ..evaluation import evaluate_mcq
-    from ..toy import PretrainConfig, pretrain
+    from .._reading import read_texts
+    from ..toy import PretrainConfig
 
     config = config_from_args(args, PretrainConfig, {})
     for flag, paths in (("--corpus", args.corpus), ("--eval-mcq", args.eval_mcq), ("--eval-letter", args.eval_letter)):
@@ -48,6 +47,9 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
     item_sets = mcq_sets(args.eval_mcq)
     letter_sets = mcq_sets(args.eval_letter)
+    from ..evaluation import evaluate_mcq  # torch: once the flags, output and inputs are known to be good
+    from ..toy import pretrain
+
     model, tokenizer, losses = pretrain(texts, config, eval_items=item_sets)
     run = model.config.repe_unlearn_pretrain
     results = {}

@@ -21,7 +21,7 @@ from ._common import (
 
 
 def _read_corpora(paths: Sequence[str], text_field: str, raw: Sequence[str] = ()) -> list[list[str]]:
-    from ..data import read_texts
+    from .._reading import read_texts
 
     corpora = []
     for path in paths:
@@ -50,13 +50,10 @@ def _our_step_log(path: str) -> bool:
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
     """Unlearn with RMU: misdirect layer ℓ on forget corpora, preserve it on retain corpora."""
-    from .._distributed import is_main
     from .._loading import checkpoint_depth
     from .._outputs import OutputDir, check_output_file
-    from ..rmu import PRESETS, RMUConfig, load_directions, save_unlearned, unlearn
-    from ..rmu.artifacts import check_streamable
+    from ..rmu import PRESETS, RMUConfig
     from ..rmu.config import ADVERSARIAL, LAYER_FOLLOWERS, METHOD_FIELDS, preset_values, with_overrides
-    from ..rmu.trainer import StepLog
 
     method = getattr(args, "method", None) or "rmu"
     unread = [name for name, methods in METHOD_FIELDS.items() if hasattr(args, name) and method not in methods]
@@ -105,6 +102,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     retain_names = list(args.retain)
     if len(retain) == 1 and len(forget) > 1:
         retain, retain_names = retain * len(forget), retain_names * len(forget)
+    from .._distributed import is_main  # torch: once the flags, outputs and corpora are known to be good
+    from ..rmu import load_directions, save_unlearned, unlearn
+    from ..rmu.artifacts import check_streamable
+    from ..rmu.trainer import StepLog
+
     # the loss stops at layer ℓ: build layers 0..ℓ only, read from the checkpoint tensor by tensor (an adversary's
     # loss needs the logits, so rmu-lat and adv-rmu load the whole model)
     # layers counted from the last (the toy preset's) are counted on the checkpoint's depth, before it is loaded
@@ -202,6 +204,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     method = "RMU" if config.method == "rmu" else config.method
     print(f"{method}: {len(result.history)} steps in {seconds:.1f} s ({seconds / len(result.history):.3f} s/step)")
     print(f"  steered layer {config.layer}; updated {', '.join(result.parameter_names)}")
+    if config.method in ADVERSARIAL:
+        print(f"  adversary at layer {config.adversary_layer} (L2 bound {config.adv_epsilon:g})")
     print(f"  frozen norm at layer {config.layer}: {norms}; steering coefficient c: {coeffs}")
     print(f"  last step: forget loss {last.forget_loss:.4g}, retain loss {last.retain_loss:.4g}")
     print(f"  wrote {args.out}")
@@ -211,10 +215,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 def cmd_apply_delta(args: argparse.Namespace) -> int:
     """Rebuild an unlearned model from its base model and an rmu_delta.safetensors file."""
     from .._outputs import OutputDir
-    from ..rmu import apply_delta
-    from ..rmu.artifacts import apply_delta_to_checkpoint, save_tokenizer
 
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="unlearned model")
+    from ..rmu import apply_delta  # torch: once the output is known to be good
+    from ..rmu.artifacts import apply_delta_to_checkpoint, save_tokenizer
+
     tokenizer = None
     try:
         tokenizer = load_tokenizer(args.base, trust_remote_code=args.trust_remote_code)

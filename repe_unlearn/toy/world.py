@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._reading import LETTERS, MCQItem, letter_prompt
 from ..errors import ConfigError
 
 
@@ -497,8 +498,6 @@ def mcq_rows(domain: Domain, entities: tuple[Entity, ...], rng: random.Random) -
 def letter_documents(letter: list[dict[str, Any]], rng: random.Random, variants: int) -> list[dict[str, Any]]:
     """Training texts that show the letter format answered: each question ``variants`` times, with its choices
     in other orders (so that no letter is tied to a fact), each ending in "Answer: <letter>"."""
-    from ..data import LETTERS, MCQItem, letter_prompt  # torch: not at import, `toy world --help` stays fast
-
     docs = []
     for row in letter:
         right = row["choices"][row["answer"]]

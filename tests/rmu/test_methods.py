@@ -324,6 +324,9 @@ def test_the_cli_runs_each_method_and_records_it(
     steps = 2 * (4 if method != "rmu-flat" else 1)  # adv_model_steps defaults to 4 (published)
     assert f"{method}: {steps} steps" in printed
     summary = json.loads((out / "rmu_config.json").read_text())
+    adversary = summary["config"]["adv_layer"]  # the layer that ran (ℓ-1 by default), printed where there is one
+    assert (f"adversary at layer {adversary} (L2 bound 2)" in printed) == (method != "rmu-flat"), printed
+    assert (adversary is None) == (method == "rmu-flat")
     assert summary["config"]["method"] == method and summary["steps"] == steps
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(lines) == steps and (lines[0]["adversary_loss"] is None) == (method == "rmu-flat")
