@@ -1,4 +1,5 @@
-"""How fast ``repe-unlearn --help`` answers, for the top level and every subcommand, beside ``import torch``.
+"""How fast ``repe-unlearn --help`` answers, for the top level and every subcommand, beside ``import torch``;
+and how fast a command refuses bad input (a missing file, a flag that cannot apply).
 
 Run: python benchmarks/bench_cli_help.py [--repeats 5]
 Each command runs in a fresh interpreter (as a user's shell would start it); the table shows the median
@@ -6,10 +7,13 @@ wall time. ``python -c pass`` and ``python -c "import torch"`` are measured in t
 """
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 COMMANDS = [
     [],
@@ -38,12 +42,27 @@ COMMANDS = [
 ]
 
 
-def median_seconds(argv: list[str], repeats: int) -> float:
+def refusals(root: Path) -> list[list[str]]:
+    """Commands that must refuse (exit 2) before loading anything: files under ``root``."""
+    questions, corpus, missing = root / "q.jsonl", root / "corpus.txt", str(root / "missing.jsonl")
+    questions.write_text(json.dumps({"question": "Q", "choices": ["a", "b"], "answer": 0}) + "\n")
+    corpus.write_text("Pralstoux spreads through silt dust.\n")
+    model = str(root)
+    return [
+        ["eval", "--model", model, "--mcq", missing],
+        ["unlearn", "--model", model, "--forget", str(corpus), "--retain", str(corpus), "--out", str(root / "o")],
+        ["toy", "pretrain", "--corpus", missing, "--out", str(root / "o")],
+        ["attack", "quantize", "--model", model, "--eval-mcq", str(questions), "--setting", "4:x"],
+    ]
+
+
+def median_seconds(argv: list[str], repeats: int, code: int = 0) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - start)
+        assert done.returncode == code, (argv, done.returncode)
     return statistics.median(times)
 
 
@@ -56,12 +75,18 @@ def main() -> None:
     rows.append(("python -c 'import torch'", median_seconds([sys.executable, "-c", "import torch"], args.repeats)))
     for command in COMMANDS:
         rows.append((" ".join(["repe-unlearn", *command, "--help"]), median_seconds([*cli, *command, "--help"], 3)))
+    helps = len(rows)
+    with tempfile.TemporaryDirectory() as root:
+        for command in refusals(Path(root)):
+            name = " ".join(["repe-unlearn", *command[:2], "... (refused)"])
+            rows.append((name, median_seconds([*cli, *command], 3, code=2)))
     width = max(len(name) for name, _ in rows)
     print(f"{'command':<{width}}  median s")
     for name, seconds in rows:
         print(f"{name:<{width}}  {seconds:8.3f}")
-    slowest = max(seconds for name, seconds in rows[2:])
+    slowest = max(seconds for name, seconds in rows[2:helps])
     print(f"\nslowest --help: {slowest:.3f} s (target: under 0.5 s)")
+    print(f"slowest refusal: {max(seconds for _, seconds in rows[helps:]):.3f} s")
 
 
 if __name__ == "__main__":
