@@ -191,6 +191,8 @@ def _item(row: Any, where: str) -> MCQItem:
 def read_mcq(path: str | os.PathLike[str]) -> list[MCQItem]:
     """Items from JSONL, JSON (a list of rows) or parquet with ``question``, ``choices``, ``answer``."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"MCQ file {path} is a directory; give a .jsonl, .json or .parquet file")
     if not path.is_file():
         raise DataError(f"MCQ file {path} does not exist")
     if path.suffix.lower() == ".parquet":

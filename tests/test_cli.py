@@ -93,6 +93,9 @@ def test_bad_input_is_refused_before_torch_loads(tmp_path: Path) -> None:
         ["diagnose", "--model", str(model), "--forget", str(corpus), "--retain", str(corpus), "--mcq", str(questions),
          "--out", str(tmp_path / "o")],
         ["apply-delta", "--base", str(model), "--delta", str(corpus), "--out", str(model)],
+        ["eval", "--model", str(model), "--mcq", str(questions), "--base", missing],
+        ["eval", "--model", str(model), "--mcq", str(tmp_path)],
+        ["attack", "ablate", "--model", str(model), "--eval-mcq", str(questions), "--control-vectors", missing],
     ]  # fmt: skip
     code = (
         "import contextlib, io, json, sys\n"
@@ -107,3 +110,34 @@ def test_bad_input_is_refused_before_torch_loads(tmp_path: Path) -> None:
         exit_code, err, loaded = json.loads(out.stdout)
         assert exit_code == 2 and err.startswith("repe-unlearn: error: ") and err.count("\n") == 1, (argv, err)
         assert loaded == [], (argv, err, loaded)
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE must be a positive integer (torchrun sets it), got 'abc'"),
+        ({"WORLD_SIZE": "-1"}, "WORLD_SIZE must be a positive integer"),
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE is 2 but RANK, MASTER_ADDR, MASTER_PORT are not set: launch several"),
+    ],
+)
+def test_a_broken_launcher_environment_is_one_line(
+    environment: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["eval", "--model", "m", "--mcq", "q.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"repe-unlearn: error: {message}") and err.count("\n") == 1, err
+
+
+def test_eval_names_the_culprit_of_a_wrong_base_or_a_directory_of_questions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "Q", "choices": ["a", "b"], "answer": 0}) + "\n")
+    assert main(["eval", "--model", str(tmp_path), "--mcq", str(questions), "--base", str(tmp_path / "nope")]) == 2
+    assert f"--base {tmp_path / 'nope'} is not a model directory" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path), "--mcq", str(tmp_path)]) == 2
+    assert f"MCQ file {tmp_path} is a directory" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__
-from ..errors import RepeUnlearnError
+from ..errors import ConfigError, RepeUnlearnError
 from .attack import add_attack_parser
 from .demo import add_demo_parser
 from .diagnose import add_diagnose_parser
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # torch and transformers load only when a command needs them, so that it refuses bad input at once
         _quiet_transformers()
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun / accelerate launch: join the group
+        if _launched_world_size() > 1:  # under torchrun / accelerate launch: join the process group
             from .._distributed import init_from_env
 
             init_from_env()
@@ -108,6 +108,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _launched_world_size() -> int:
+    """The ``WORLD_SIZE`` a launcher set (1 without one), checked before torch loads: a value that is not a
+    positive integer, or a world of several processes without the rest of the launcher's variables, is refused."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ConfigError(f"WORLD_SIZE must be a positive integer (torchrun sets it), got {text!r}")
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if size > 1 and name not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE is {size} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: launch "
+            "several processes with torchrun --nproc-per-node N repe-unlearn ..., or unset WORLD_SIZE"
+        )
+    return size
 
 
 def _quiet_transformers() -> None:

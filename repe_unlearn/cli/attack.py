@@ -110,6 +110,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .._reading import read_texts
 
     _check_outputs(args)
+    vectors_path = Path(args.control_vectors or Path(args.model) / "control_vectors.safetensors")
+    if args.control_vectors and not vectors_path.is_file():  # named by the user: say so before anything else
+        raise ConfigError(f"--control-vectors {vectors_path} does not exist (or is not a file)")
     layer = args.layer if args.layer is not None else rmu_record(args.model)[0]
     if layer is None:
         raise ConfigError(f"give --layer: {args.model} has no rmu_config.json to read the steered layer from")
@@ -118,7 +121,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             raise ConfigError("--direction mean-diff needs --base (the model before unlearning)")
         if not args.forget:
             raise ConfigError("--direction mean-diff needs --forget texts to estimate the direction on")
-    vectors_path = Path(args.control_vectors or Path(args.model) / "control_vectors.safetensors")
     if args.direction == "control-vector" and not vectors_path.is_file():
         raise ConfigError(f"no control vector at {vectors_path}; pass --control-vectors or --direction mean-diff")
     # torch: once the flags, outputs and inputs are known to be good

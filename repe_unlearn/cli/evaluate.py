@@ -19,6 +19,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.mcq and not args.perplexity:
         raise ConfigError("nothing to evaluate: give --mcq FILE (repeatable) and/or --perplexity FILE")
     subject_fits_format(args)
+    if args.base is not None and not Path(args.base).is_dir():
+        raise ConfigError(f"--base {args.base} is not a model directory (it is compared with --model's tokenizer)")
     inputs = input_paths(args)
     for flag, target in (("--json", args.json), ("--predictions", args.predictions)):
         check_output_file(target, flag, overwrite=args.overwrite, inputs=inputs)

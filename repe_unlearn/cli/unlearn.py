@@ -63,8 +63,21 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             f"{flag} applies to {' and '.join(METHOD_FIELDS[unread[0]])} only; this run's method is {method}, "
             f"which would ignore it (pass --method, or drop {flag})"
         )
+    if hasattr(args, "steering_coeff") and hasattr(args, "adaptive_coeff"):
+        raise ConfigError(
+            "--steering-coeff and --adaptive-coeff are alternatives (β sets c = β x the frozen norm in place of "
+            "the given c); give one"
+        )
     config = config_from_args(args, RMUConfig, PRESETS, resolve=preset_values, merge=with_overrides)
     preset_name = getattr(args, "preset", None)
+    if preset_name is not None and hasattr(args, "steering_coeff"):
+        beta = preset_values(preset_name, method).get("adaptive_coeff")
+        if beta is not None:
+            print(
+                f"note: --steering-coeff replaces --preset {preset_name}'s adaptive coefficient β={beta:g} "
+                "(c = β x the frozen norm)",
+                file=sys.stderr,
+            )
     if preset_name is not None and hasattr(args, "layer"):
         values = preset_values(preset_name, method)
         moved = [n for n in LAYER_FOLLOWERS if n in values and not hasattr(args, n) and args.layer != values["layer"]]

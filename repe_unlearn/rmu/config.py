@@ -400,16 +400,20 @@ LAYER_FOLLOWERS = ("update_layers", "adv_layer")  # placed around a preset's own
 def with_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """A preset's ``values`` with explicit ``overrides`` winning. A preset's update layers and adversary layer sit
     around its own ℓ, so an explicit ``layer`` given without them drops them: they default around the given ℓ
-    (ℓ-2, ℓ-1, ℓ; ℓ-1) instead of staying where the preset's ℓ put them."""
+    (ℓ-2, ℓ-1, ℓ; ℓ-1) instead of staying where the preset's ℓ put them. An explicit ``steering_coeff`` given
+    without ``adaptive_coeff`` drops the preset's β, which would otherwise set c in its place."""
     base = dict(values)
     if "layer" in overrides and overrides["layer"] != base.get("layer"):
         for name in LAYER_FOLLOWERS:
             if name not in overrides:
                 base.pop(name, None)
+    if "steering_coeff" in overrides and "adaptive_coeff" not in overrides:
+        base.pop("adaptive_coeff", None)
     return {**base, **overrides}
 
 
 def preset(name: str, **overrides: Any) -> RMUConfig:
     """An :class:`RMUConfig` from a named preset (for ``overrides["method"]`` when given), explicit ``overrides``
-    winning; a ``layer`` given without ``update_layers`` (or ``adv_layer``) moves them with it (`with_overrides`)."""
+    winning; a ``layer`` given without ``update_layers`` (or ``adv_layer``) moves them with it, a
+    ``steering_coeff`` replaces the preset's ``adaptive_coeff`` (`with_overrides`)."""
     return RMUConfig(**with_overrides(preset_values(name, overrides.get("method")), overrides))

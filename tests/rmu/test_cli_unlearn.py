@@ -6,6 +6,7 @@ import torch
 from conftest import FORGET, RETAIN, make_model
 from safetensors.torch import save_file
 
+from repe_unlearn import rmu
 from repe_unlearn.cli import main
 from repe_unlearn.rmu import preset as ru_preset
 
@@ -35,6 +36,30 @@ def run(workdir: Path, *extra: str) -> int:
         *extra,
     ]
     return main(argv)
+
+
+def test_an_explicit_steering_coeff_replaces_the_presets_adaptive_one(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--preset toy sets c = β x norm (β=8); an explicit --steering-coeff must win, as every explicit flag does,
+    with a note; --steering-coeff and --adaptive-coeff together are refused."""
+    argv = ["unlearn", "--model", str(workdir / "base"), "--forget", str(workdir / "forget.jsonl"), "--retain",
+            str(workdir / "retain.txt"), "--preset", "toy", "--epochs", "1", "--max-batches", "1"]  # fmt: skip
+    assert main([*argv, "--out", str(workdir / "out"), "--steering-coeff", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "note: --steering-coeff replaces --preset toy's adaptive coefficient β=8" in captured.err, captured.err
+    summary = json.loads((workdir / "out" / "rmu_config.json").read_text())
+    assert summary["steering_coeff_used"] == [5.0] and summary["config"]["adaptive_coeff"] is None
+    assert main([*argv, "--out", str(workdir / "out2")]) == 0  # the preset alone: c from β, not 5
+    summary = json.loads((workdir / "out2" / "rmu_config.json").read_text())
+    assert summary["steering_coeff_used"][0] == pytest.approx(8 * summary["frozen_norm_at_layer"][0])
+    capsys.readouterr()
+    both = [*argv, "--out", str(workdir / "out3"), "--steering-coeff", "5", "--adaptive-coeff", "2"]
+    assert main(both) == 2
+    assert "--steering-coeff and --adaptive-coeff are alternatives" in capsys.readouterr().err
+    assert not (workdir / "out3").exists()
+    assert rmu.preset("toy", steering_coeff=(5.0,)).adaptive_coeff is None
+    assert rmu.preset("toy").adaptive_coeff == 8.0
 
 
 def test_the_toy_preset_fits_a_model_of_any_depth(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
