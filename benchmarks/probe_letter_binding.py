@@ -26,6 +26,20 @@ from repe_unlearn.toy import SHIPPED_WORLD
 from repe_unlearn.toy.pretrain import train_tokenizer
 
 
+def scratch_model(
+    tokenizer: tf.PreTrainedTokenizerFast, layers: int, init_std: float, lr: float
+) -> tuple[tf.LlamaForCausalLM, torch.optim.AdamW]:
+    """The default toy architecture (d_model 128, 4 heads, MLP 512, tied embeddings) from scratch, and its AdamW
+    (β₂ 0.98, no weight decay), as the letter probes train it."""
+    config = tf.LlamaConfig(
+        hidden_size=128, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=512, vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, initializer_range=init_std,
+    )  # fmt: skip
+    model = tf.LlamaForCausalLM(config)
+    return model, torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("value", "lookup"), default="lookup")
@@ -66,13 +80,7 @@ def main() -> None:
         prose + ["".join(s + a for s, a in zip(*document(), strict=True)) for _ in range(3000)], 1024
     )
     letter_ids = [tokenizer.convert_tokens_to_ids("Ġ" + letter) for letter in "ABCD"]
-    config = tf.LlamaConfig(
-        hidden_size=128, num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-        intermediate_size=512, vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, initializer_range=args.init_std,
-    )  # fmt: skip
-    model = tf.LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    model, optimizer = scratch_model(tokenizer, args.layers, args.init_std, args.lr)
     correct: list[float] = []
     start = time.perf_counter()
     for step in range(args.steps):

@@ -21,7 +21,7 @@ import random
 import time
 
 import torch
-import transformers as tf
+from probe_letter_binding import scratch_model
 
 from repe_unlearn.data import LETTERS, MCQItem, letter_prompt, read_mcq, read_texts
 from repe_unlearn.toy import SHIPPED_WORLD
@@ -75,13 +75,7 @@ def main() -> None:
     tokenizer = train_tokenizer(prose + ["".join(document()) for _ in range(3000)], 1024)
     letter_ids = [tokenizer.convert_tokens_to_ids("Ġ" + letter) for letter in "ABCD"]
     print("".join(document()))
-    config = tf.LlamaConfig(
-        hidden_size=128, num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-        intermediate_size=512, vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, initializer_range=args.init_std,
-    )  # fmt: skip
-    model = tf.LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    model, optimizer = scratch_model(tokenizer, args.layers, args.init_std, args.lr)
     letters: list[float] = []
     worded: list[float] = []
     start = time.perf_counter()
