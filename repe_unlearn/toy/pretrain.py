@@ -7,6 +7,7 @@ the answers of answered questions (see `answer_start`), each a mean of its own. 
 the facts are known (see :func:`pretrain`), under a learning-rate schedule that suits any length (`schedule`).
 """
 
+import math
 import random
 import re
 import sys
@@ -170,15 +171,52 @@ def _labels(
     return text_labels, answer_labels
 
 
-def _loss(logits: torch.Tensor, label_sets: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The mean next-token loss of each label set that has targets in this batch, summed."""
+def _loss(
+    logits: torch.Tensor, label_sets: Sequence[torch.Tensor], counts: Sequence[int] | None = None
+) -> torch.Tensor:
+    """The mean next-token loss of each label set that has targets in this batch, summed. With ``counts`` (the
+    targets of each set in the whole step's batch), each set's summed loss over this part of the batch is divided
+    by its count instead, so that the parts of a batch add up to the whole batch's loss."""
     flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     total = flat[:0].sum()  # zero, on the graph even if no set has targets
-    for labels in label_sets:
+    for i, labels in enumerate(label_sets):
         targets = labels[:, 1:].reshape(-1)
-        if bool((targets != -100).any()):
+        if not bool((targets != -100).any()):
+            continue
+        if counts is None:
             total = total + torch.nn.functional.cross_entropy(flat, targets, ignore_index=-100)
+        else:
+            summed = torch.nn.functional.cross_entropy(flat, targets, ignore_index=-100, reduction="sum")
+            total = total + summed / counts[i]
     return total
+
+
+def _targets(labels: torch.Tensor) -> int:
+    """How many next-token targets ``labels`` holds (the first position has none)."""
+    return int((labels[:, 1:] != -100).sum())
+
+
+PASS_COST = 150  # a forward and backward pass costs about as much as this many more tokens (2 CPU cores)
+
+
+def micro_batches(lengths: Sequence[int], pass_cost: int = PASS_COST) -> list[list[int]]:
+    """The rows of a padded batch split into groups of similar length, each run as its own pass, that cost the
+    least padded tokens: a group costs its rows times its longest row, plus ``pass_cost`` for the pass. One
+    group when padding wastes less than a pass costs (documents of like lengths); long and short documents apart
+    when it wastes more. The groups' gradients add up to the whole batch's (see `_loss`)."""
+    order = sorted(range(len(lengths)), key=lambda row: lengths[row])
+    best = [0.0] + [math.inf] * len(order)  # best[j]: the cheapest split of the j shortest rows
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[j - 1]] + pass_cost
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def pretrain(
@@ -284,12 +322,23 @@ def pretrain(
         batch_texts = [text + eos for text in documents_now]
         batch = next(tokenize_batches(tokenizer, batch_texts, len(batch_texts), max_length=config.max_length))
         model.train()
-        loss = _loss(model(**batch).logits, _labels(tokenizer, documents_now, batch))
-        if not torch.isfinite(loss):
-            also = " (or --weight-decay)" if config.weight_decay else ""
-            raise TrainingError(f"the loss became {float(loss.detach())} at step {step}; lower --lr{also}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        label_sets = _labels(tokenizer, documents_now, batch)
+        counts = [_targets(labels) for labels in label_sets]
+        loss = torch.zeros(())
+        # documents of unlike lengths run in groups, each padded to its own longest (the same gradient)
+        for rows in micro_batches(batch["attention_mask"].sum(dim=1).tolist()):
+            width = int(batch["attention_mask"][rows].sum(dim=1).max())
+            part = _loss(
+                model(**{k: v[rows, :width] for k, v in batch.items()}).logits,
+                [labels[rows, :width] for labels in label_sets],
+                counts,
+            )
+            if not torch.isfinite(part):
+                also = " (or --weight-decay)" if config.weight_decay else ""
+                raise TrainingError(f"the loss became {float(part.detach())} at step {step}; lower --lr{also}")
+            part.backward()
+            loss += part.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(float(loss.detach()))

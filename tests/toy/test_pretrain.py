@@ -412,3 +412,39 @@ def test_a_question_whose_answer_would_be_cut_is_left_out(capsys: pytest.Capture
     # lr is checked before the product with weight decay, so the message names the culprit
     with pytest.raises(ru.ConfigError, match="lr must be a positive number"):
         PretrainConfig(lr=float("inf"), weight_decay=1.0)
+
+
+def test_micro_batches_keep_long_and_short_documents_apart_only_when_padding_costs_more_than_a_pass() -> None:
+    split = pretraining.micro_batches
+    assert split([30, 32, 31, 29]) == [[3, 0, 2, 1]]  # like lengths: one pass, rows sorted by length
+    assert split([200, 10, 190, 12], pass_cost=150) == [[1, 3], [2, 0]]  # 2 x 190 padded tokens > one pass
+    assert split([200, 10, 190, 12], pass_cost=1000) == [[1, 3, 2, 0]]
+    assert split([5, 50, 500], pass_cost=0) == [[0], [1], [2]]
+    assert sorted(row for group in split([7, 90, 3, 41, 200, 15]) for row in group) == list(range(6))
+
+
+def test_a_step_run_in_micro_batches_trains_as_the_whole_batch_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    short = "Zorb is a town."
+    long = " ".join(f"Quix{i} lies on the river Vell and trades in copper, tin and salt." for i in range(12))
+    question = "Which town trades in salt?\nA. Zorb\nB. Quix3\nAnswer: B"  # an answered question: its own loss
+    texts = [short, long, question, short + " Zorb lies on the Ash.", long] * 2
+    config = dataclasses.replace(TINY, steps=3, batch_size=10, lr=1e-2)
+    groups: list[int] = []
+    real = pretraining.micro_batches
+
+    def counting(lengths: list[int], pass_cost: int = pretraining.PASS_COST) -> list[list[int]]:
+        groups.append(len(real(lengths, pass_cost)))
+        return real(lengths, pass_cost)
+
+    monkeypatch.setattr(pretraining, "micro_batches", counting)
+    split_model, _, split_losses = pretrain(texts, config, progress=False)
+    assert min(groups) >= 2  # the long documents ran apart from the short ones
+    monkeypatch.setattr(pretraining, "micro_batches", lambda lengths, pass_cost=0: [list(range(len(lengths)))])
+    whole_model, _, whole_losses = pretrain(texts, config, progress=False)
+    assert split_losses == pytest.approx(whole_losses, rel=1e-5)
+    for (name, a), b in zip(split_model.named_parameters(), whole_model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert not torch.allclose(
+        split_model.lm_head.weight,
+        pretrain(texts, dataclasses.replace(config, steps=1), progress=False)[0].lm_head.weight,
+    )
