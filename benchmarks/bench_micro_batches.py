@@ -8,6 +8,7 @@ batches both ways, interleaved (the machines are noisy), on each world of `bench
 of mixed lengths (the shipped world's prose with its answered letter questions and longer paragraphs).
 
     python benchmarks/bench_micro_batches.py [--worlds C A shipped mixed] [--batches 20] [--repeats 3]
+        [--pass-cost 150]
 """
 
 import argparse
@@ -38,13 +39,18 @@ def corpus(name: str) -> list[str]:
 
 
 def step(
-    model: torch.nn.Module, tokenizer: object, chosen: list[str], batch: dict[str, torch.Tensor], split: bool
+    model: torch.nn.Module,
+    tokenizer: object,
+    chosen: list[str],
+    batch: dict[str, torch.Tensor],
+    split: bool,
+    pass_cost: int,
 ) -> int:
     """One forward and backward pass over ``batch``, whole or in micro-batches; returns the passes run."""
     label_sets = pretraining._labels(tokenizer, chosen, batch)
     counts = [pretraining._targets(labels) for labels in label_sets]
     lengths = batch["attention_mask"].sum(dim=1).tolist()
-    groups = pretraining.micro_batches(lengths) if split else [list(range(len(lengths)))]
+    groups = pretraining.micro_batches(lengths, pass_cost) if split else [list(range(len(lengths)))]
     for rows in groups:
         width = max(lengths[row] for row in rows)
         part = {k: v[rows, :width] for k, v in batch.items()}
@@ -58,6 +64,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--pass-cost", type=int, default=pretraining.PASS_COST, help="what a pass costs, in tokens (the DP's price)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = PretrainConfig()
@@ -93,7 +102,7 @@ def main() -> None:
             for chosen, batch in batches:
                 for split in (False, True):
                     began = time.perf_counter()
-                    used = step(model, tokenizer, chosen, batch, split)
+                    used = step(model, tokenizer, chosen, batch, split, args.pass_cost)
                     seconds[split] += time.perf_counter() - began
                     passes += used if split else 0
         lengths = [len(tokenizer(t)["input_ids"]) + 1 for t in texts]
