@@ -141,3 +141,25 @@ def test_eval_names_the_culprit_of_a_wrong_base_or_a_directory_of_questions(
     assert f"--base {tmp_path / 'nope'} is not a model directory" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path), "--mcq", str(tmp_path)]) == 2
     assert f"MCQ file {tmp_path} is a directory" in capsys.readouterr().err
+
+
+def test_eval_notes_a_file_named_for_the_other_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from repe_unlearn.toy import SHIPPED_MODEL, SHIPPED_WORLD
+
+    rows = (SHIPPED_WORLD / "forget_cloze.jsonl").read_text().splitlines()[:3]
+    for name in ("forget_cloze.jsonl", "forget-letter.jsonl", "cloze_and_letter.jsonl", "forget.jsonl"):
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+
+    def notes(name: str, *flags: str) -> list[str]:
+        assert main(["eval", "--model", str(SHIPPED_MODEL), "--mcq", str(tmp_path / name), *flags]) == 0
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+
+    assert notes("forget_cloze.jsonl") == [
+        f"note: {tmp_path / 'forget_cloze.jsonl'} is named as cloze questions but is scored in letter format; "
+        "--format cloze scores it as cloze questions"
+    ]
+    assert notes("forget_cloze.jsonl", "--format", "cloze") == []
+    assert notes("forget-letter.jsonl", "--format", "cloze")[0].endswith(
+        "--format letter scores it as letter questions"
+    )
+    assert notes("forget-letter.jsonl") == notes("cloze_and_letter.jsonl") == notes("forget.jsonl") == []

@@ -3,6 +3,8 @@
 import argparse
 import dataclasses
 import os
+import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -106,6 +108,21 @@ def subject_fits_format(args: argparse.Namespace) -> None:
             "--subject adds lm-eval's description line to letter-format prompts; with --format cloze it would be "
             "ignored (drop it, or use --format letter)"
         )
+
+
+def note_format(paths: Sequence[str | None] | None, format: str, hint: str | None = None) -> None:
+    """A note on stderr for each MCQ file whose name says the other format ("forget_cloze.jsonl" scored as letter
+    questions, or "..._letter..." as cloze): the accuracy would be of the wrong question, and nothing else says
+    so. ``hint`` tells how to score it as named (default: the ``--format`` flag)."""
+    for path in paths or []:
+        if path is None:
+            continue
+        words = set(re.split(r"[^a-z]+", Path(path).stem.lower()))
+        named = next((kind for kind in ("cloze", "letter") if kind in words and kind != format), None)
+        if named is not None and not {"cloze", "letter"} <= words:
+            how = hint or f"--format {named} scores it as {named} questions"
+            note = f"note: {path} is named as {named} questions but is scored in {format} format; {how}"
+            print(note, file=sys.stderr)
 
 
 def unique_inputs(flag: str, paths: Sequence[str] | None) -> None:

@@ -14,6 +14,7 @@ from ._common import (
     input_paths,
     load_model,
     mcq_sets,
+    note_format,
     positive_float,
     positive_int,
     rmu_record,
@@ -46,6 +47,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
     check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=input_paths(args))
     subject_fits_format(args)
+    note_format(args.eval_mcq, args.format)
     train = getattr(args, "train_mcq", None)
     for train_path in train if isinstance(train, list) else [train]:
         for eval_path in args.eval_mcq:

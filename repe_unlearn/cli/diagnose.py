@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import distinct_inputs, input_paths, load_model, mcq_sets, positive_int, rmu_record, tokenizer_for
+from ._common import (
+    distinct_inputs,
+    input_paths,
+    load_model,
+    mcq_sets,
+    note_format,
+    positive_int,
+    rmu_record,
+    tokenizer_for,
+)
 from ._steering import add_intervention_flags, load_target_model, recorded, with_interventions
 
 
@@ -20,6 +29,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     distinct_inputs(("--forget and --retain", args.forget, args.retain), ("--model and --base", args.model, args.base))
     forget, retain = read_texts(args.forget), read_texts(args.retain)
     mcq = mcq_sets(args.mcq)
+    note_format(args.mcq, args.format)
     import torch  # once the output and inputs are known to be good
 
     from .._distributed import is_main

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_model_flags, input_paths, mcq_sets, positive_int, subject_fits_format, tokenizer_for
+from ._common import (
+    add_model_flags,
+    input_paths,
+    mcq_sets,
+    note_format,
+    positive_int,
+    subject_fits_format,
+    tokenizer_for,
+)
 from ._steering import add_intervention_flags, load_target_model, recorded, with_interventions
 
 
@@ -27,6 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json and args.predictions and Path(args.json).resolve() == Path(args.predictions).resolve():
         raise ConfigError("--json and --predictions name the same file; give two paths")
     item_sets = mcq_sets(args.mcq)
+    note_format(args.mcq, args.format)
     texts = read_texts(args.perplexity) if args.perplexity else None
     from .._distributed import is_main  # torch: once the inputs are known to be good
     from ..evaluation import evaluate_mcq, perplexity

@@ -10,6 +10,7 @@ from ._common import (
     distinct_inputs,
     input_paths,
     load_model,
+    note_format,
     rmu_record,
     subject_fits_format,
     tokenizer_for,
@@ -34,6 +35,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         raise ConfigError(f"--attacks: unknown attack {unknown[0]!r}; valid: {', '.join(ATTACKS)}")
     distinct_inputs(("--forget-mcq and --retain-mcq", args.forget_mcq, args.retain_mcq))
     subject_fits_format(args)
+    note_format([args.forget_mcq, args.retain_mcq, args.rephrased_mcq], args.format)
     forget, retain = read_mcq(args.forget_mcq), read_mcq(args.retain_mcq)
     relearn_texts, unrelated_texts = read_texts(args.relearn_texts), read_texts(args.unrelated_texts)
     rephrased = read_mcq(args.rephrased_mcq) if args.rephrased_mcq else None

@@ -6,7 +6,15 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from ._common import add_config_flags, config_from_args, input_paths, mcq_sets, positive_int, unique_inputs
+from ._common import (
+    add_config_flags,
+    config_from_args,
+    input_paths,
+    mcq_sets,
+    note_format,
+    positive_int,
+    unique_inputs,
+)
 
 
 def cmd_toy_world(args: argparse.Namespace) -> int:
@@ -47,6 +55,8 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     texts = [t for path in args.corpus for t in read_texts(path, text_field=args.text_field)]
     item_sets = mcq_sets(args.eval_mcq)
     letter_sets = mcq_sets(args.eval_letter)
+    note_format(args.eval_mcq, "cloze", "--eval-letter scores letter questions")
+    note_format(args.eval_letter, "letter", "--eval-mcq scores cloze questions")
     from ..evaluation import evaluate_mcq  # torch: once the flags, output and inputs are known to be good
     from ..toy import pretrain
 
@@ -106,7 +116,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     print(
         f"trained {n_params / 1e6:.2f}M parameters ({run['n_layers']} layer{'s' * (run['n_layers'] != 1)}, "
         f"d_model {run['d_model']}) on "
-        f"{run['documents']} documents: {steps} steps in {seconds:.0f} s, "
+        f"{run['documents']} document{'s' * (run['documents'] != 1)}: {steps} steps in {seconds:.0f} s, "
         f"stopped: {run['stopped']} (final loss {losses[-1]:.3f}); wrote {args.out}"
     )
     return 0

@@ -52,7 +52,7 @@ class PretrainConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "d_mlp", "vocab_size", "batch_size", "max_length"):
+        for name in ("d_model", "n_layers", "n_heads", "d_mlp", "vocab_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "max_steps"):

@@ -85,6 +85,13 @@ def check_corpus(texts: Sequence[str], eval_items: Mapping[str, Sequence[MCQItem
             f"{sum(1 for c in counts.values() if c == 1)} of {len(counts)} distinct words occur once: the corpus "
             "has little repeated structure to learn, expect a loss plateau rather than known facts"
         )
+    for token in SPECIAL_TOKENS:
+        holding = [i for i, text in enumerate(texts) if token in text]
+        if holding:
+            warnings.append(
+                f"{len(holding)} document(s) contain the text {token!r} (first: document {holding[0] + 1}), which the "
+                "tokenizer reads as its special token, not as text"
+            )
     corpus_words = set(words)
     for name, items in eval_items.items():
         if not items:
@@ -205,10 +212,16 @@ def micro_batches(lengths: Sequence[int], pass_cost: int = PASS_COST) -> list[li
     group when padding wastes less than a pass costs (documents of like lengths); long and short documents apart
     when it wastes more. The groups' gradients add up to the whole batch's (see `_loss`)."""
     order = sorted(range(len(lengths)), key=lambda row: lengths[row])
-    best = [0.0] + [math.inf] * len(order)  # best[j]: the cheapest split of the j shortest rows
-    cut = [0] * (len(order) + 1)
-    for j in range(1, len(order) + 1):
-        for i in range(j):
+    # a group ends where the length changes (rows of one length cost nothing more together): the cuts to weigh
+    # are as many as the distinct lengths, at most max_length, whatever the batch size
+    ends = [j for j in range(1, len(order) + 1) if j == len(order) or lengths[order[j]] != lengths[order[j - 1]]]
+    best = {0: 0.0}  # best[j]: the cheapest split of the j shortest rows, for each end j (and 0)
+    cut = {0: 0}
+    for j in ends:
+        best[j] = math.inf
+        for i in (0, *ends):
+            if i >= j:
+                break
             cost = best[i] + (j - i) * lengths[order[j - 1]] + pass_cost
             if cost < best[j]:
                 best[j], cut[j] = cost, i
@@ -280,8 +293,9 @@ def pretrain(
         )
     if cut:
         warnings.append(
-            f"{cut} answered question(s) end beyond --max-length {config.max_length} tokens, so their answer (the "
-            "only part of a question that is trained) would be cut off; they are left out (raise --max-length)"
+            f"{cut} answered question(s) have their answer start beyond --max-length {config.max_length} tokens, so "
+            "the answer (the only part of a question that is trained) would be cut off; they are left out (raise "
+            "--max-length)"
         )
         print(f"warning: {warnings[-1]}", file=sys.stderr)
     documents = [_sentences(t) if _is_prose(t) else [t] for t in texts]

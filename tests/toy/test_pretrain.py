@@ -1,6 +1,8 @@
 import dataclasses
 import importlib
+import itertools
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +252,10 @@ def test_what_cannot_be_learned_is_said(tmp_path: Path, capsys: pytest.CaptureFi
     noise = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(5)]
     pretrain(noise, PretrainConfig(**SMALL, steps=2), progress=False)  # type: ignore[arg-type]
     assert "little repeated structure" in capsys.readouterr().err
+    marked = ["Zorb is a town.", "Quix is a town.</s> Vell is a river.", "Ash is a river."]
+    pretrain(marked * 2, PretrainConfig(**SMALL, steps=1), progress=False)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "2 document(s) contain the text '</s>' (first: document 2)" in err and "'<pad>'" not in err
 
 
 def count_questions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -404,7 +410,7 @@ def test_a_question_whose_answer_would_be_cut_is_left_out(capsys: pytest.Capture
     config = dataclasses.replace(TINY, steps=4, batch_size=1, max_length=32)
     model, _, losses = pretrain([long, short, long], config, progress=False)  # a batch of `long` alone crashed
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
-    assert "2 answered question(s) end beyond --max-length 32" in capsys.readouterr().err
+    assert "2 answered question(s) have their answer start beyond --max-length 32" in capsys.readouterr().err
     summary = model.config.repe_unlearn_pretrain
     assert summary["documents"] == 1 and any("--max-length 32" in w for w in summary["warnings"])
     with pytest.raises(ru.DataError, match="every document is an answered question"):
@@ -421,6 +427,24 @@ def test_micro_batches_keep_long_and_short_documents_apart_only_when_padding_cos
     assert split([200, 10, 190, 12], pass_cost=1000) == [[1, 3, 2, 0]]
     assert split([5, 50, 500], pass_cost=0) == [[0], [1], [2]]
     assert sorted(row for group in split([7, 90, 3, 41, 200, 15]) for row in group) == list(range(6))
+    # the cheapest split of all: against every split of the sorted rows into runs, on small random batches
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.choice([rng.randint(1, 20), rng.randint(1, 300)]) for _ in range(rng.randint(1, 8))]
+        pass_cost = rng.choice([0, 10, 150, 1000])
+        ranked = sorted(lengths)
+
+        def cost(runs: list[list[int]], pass_cost: int = pass_cost) -> int:
+            return sum(len(run) * max(run) + pass_cost for run in runs)
+
+        cheapest = min(
+            cost([ranked[a:b] for a, b in itertools.pairwise((0, *cuts, len(ranked)))])
+            for k in range(len(ranked))
+            for cuts in itertools.combinations(range(1, len(ranked)), k)
+        )
+        found = split(lengths, pass_cost)
+        assert sorted(row for group in found for row in group) == list(range(len(lengths)))
+        assert cost([[lengths[row] for row in group] for group in found]) == cheapest
 
 
 def test_a_step_run_in_micro_batches_trains_as_the_whole_batch_would(monkeypatch: pytest.MonkeyPatch) -> None:
