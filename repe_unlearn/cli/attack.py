@@ -28,7 +28,12 @@ def _scorer(args: argparse.Namespace, model: Any, tokenizer: Any) -> Callable[[A
     """Accuracy of ``model`` on some items, scored as ``repe-unlearn eval`` scores them."""
     from ..evaluation import evaluate_mcq
 
+    noted: list[bool] = []
+
     def score(items: Any, name: str) -> float:
+        if not noted:  # the first scoring: every refusal is past, so a refusal stays one line
+            note_format(args.eval_mcq, args.format)
+            noted.append(True)
         return evaluate_mcq(
             model, tokenizer, items, format=args.format, subject=args.subject, batch_size=args.batch_size, name=name
         ).accuracy
@@ -47,7 +52,6 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
     check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=input_paths(args))
     subject_fits_format(args)
-    note_format(args.eval_mcq, args.format)
     train = getattr(args, "train_mcq", None)
     for train_path in train if isinstance(train, list) else [train]:
         for eval_path in args.eval_mcq:

@@ -29,7 +29,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     distinct_inputs(("--forget and --retain", args.forget, args.retain), ("--model and --base", args.model, args.base))
     forget, retain = read_texts(args.forget), read_texts(args.retain)
     mcq = mcq_sets(args.mcq)
-    note_format(args.mcq, args.format)
     import torch  # once the output and inputs are known to be good
 
     from .._distributed import is_main
@@ -56,6 +55,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.base:
         base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     tokenizer = tokenizer_for(args)
+    note_format(args.mcq, args.format)  # every refusal is past: a refusal stays one line
     dtype = torch.float16 if args.float16 else torch.float32
     result = diagnose(
         model,

@@ -35,13 +35,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json and args.predictions and Path(args.json).resolve() == Path(args.predictions).resolve():
         raise ConfigError("--json and --predictions name the same file; give two paths")
     item_sets = mcq_sets(args.mcq)
-    note_format(args.mcq, args.format)
     texts = read_texts(args.perplexity) if args.perplexity else None
     from .._distributed import is_main  # torch: once the inputs are known to be good
     from ..evaluation import evaluate_mcq, perplexity
 
     model = load_target_model(args)
     tokenizer = tokenizer_for(args)
+    note_format(args.mcq, args.format)  # once every refusal is past: a refusal stays one line
     results: dict[str, Any] = {}
     lines = []
     main_rank = is_main()

@@ -35,7 +35,6 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         raise ConfigError(f"--attacks: unknown attack {unknown[0]!r}; valid: {', '.join(ATTACKS)}")
     distinct_inputs(("--forget-mcq and --retain-mcq", args.forget_mcq, args.retain_mcq))
     subject_fits_format(args)
-    note_format([args.forget_mcq, args.retain_mcq, args.rephrased_mcq], args.format)
     forget, retain = read_mcq(args.forget_mcq), read_mcq(args.retain_mcq)
     relearn_texts, unrelated_texts = read_texts(args.relearn_texts), read_texts(args.unrelated_texts)
     rephrased = read_mcq(args.rephrased_mcq) if args.rephrased_mcq else None
@@ -53,6 +52,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if args.base:
         base = load_model(args.base, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     tokenizer = tokenizer_for(args)
+    note_format([args.forget_mcq, args.retain_mcq, args.rephrased_mcq], args.format)  # every refusal is past
 
     def report(row: object) -> None:
         print(f"{row.attack:<28}{row.forget_before:8.3f} -> {row.forget_after:.3f}", flush=True)  # type: ignore[attr-defined]
