@@ -18,7 +18,6 @@ import tempfile
 import time
 
 import torch
-import transformers as tf
 from bench_toy_worlds import WORLDS
 
 from repe_unlearn.data import read_texts, tokenize_batches
@@ -77,18 +76,7 @@ def main() -> None:
     for name in args.worlds:
         texts = corpus(name)
         tokenizer = pretraining.train_tokenizer(texts, config.vocab_size)
-        model = tf.LlamaForCausalLM(
-            tf.LlamaConfig(
-                hidden_size=config.d_model,
-                num_hidden_layers=config.n_layers,
-                num_attention_heads=config.n_heads,
-                num_key_value_heads=config.n_heads,
-                intermediate_size=config.d_mlp,
-                vocab_size=len(tokenizer),
-                tie_word_embeddings=True,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        ).train()
+        model = pretraining.build_model(config, tokenizer).train()
         rng = random.Random(0)
         batches = []
         for _ in range(args.batches):

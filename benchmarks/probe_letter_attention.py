@@ -25,12 +25,11 @@ import random
 import time
 
 import torch
-import transformers as tf
 from probe_letter_world import shuffled, stemmed
 
 from repe_unlearn.data import LETTERS, letter_prompt, read_mcq, read_texts, tokenize_batches
 from repe_unlearn.evaluation import evaluate_mcq
-from repe_unlearn.toy import SHIPPED_WORLD
+from repe_unlearn.toy import SHIPPED_WORLD, PretrainConfig
 
 pretraining = importlib.import_module("repe_unlearn.toy.pretrain")  # the module: the package exports the function
 
@@ -66,21 +65,7 @@ def main() -> None:
 
     # the tokenizer sees the letter format too (a few seen questions), as `toy pretrain` would
     tokenizer = pretraining.train_tokenizer(prose + [letter_prompt(q) + " A" for q in seen[:50]], 1024)
-    model = tf.LlamaForCausalLM(
-        tf.LlamaConfig(
-            hidden_size=128,
-            num_hidden_layers=args.layers,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            intermediate_size=512,
-            vocab_size=len(tokenizer),
-            tie_word_embeddings=True,
-            initializer_range=args.init_std,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    model = pretraining.build_model(PretrainConfig(n_layers=args.layers, init_std=args.init_std), tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
     named = dict(model.named_parameters())
     if args.letter_grad == "attention":

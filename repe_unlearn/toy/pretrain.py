@@ -232,6 +232,26 @@ def micro_batches(lengths: Sequence[int], pass_cost: int = PASS_COST) -> list[li
     return groups[::-1]
 
 
+def build_model(config: PretrainConfig, tokenizer: tf.PreTrainedTokenizerFast) -> tf.LlamaForCausalLM:
+    """The toy Llama of ``config``'s size for ``tokenizer``, freshly initialised (tied embeddings)."""
+    return tf.LlamaForCausalLM(
+        tf.LlamaConfig(
+            hidden_size=config.d_model,
+            num_hidden_layers=config.n_layers,
+            num_attention_heads=config.n_heads,
+            num_key_value_heads=config.n_heads,
+            intermediate_size=config.d_mlp,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max(256, config.max_length),
+            tie_word_embeddings=True,
+            initializer_range=config.init_std,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+
+
 def pretrain(
     texts: Sequence[str],
     config: PretrainConfig | None = None,
@@ -269,21 +289,7 @@ def pretrain(
     # accuracy "gained" when it rose 0.01, or two more questions of the smallest checked set
     step_of_two = max([0.01, *(2 / len(items) for items in checks.values())])
     tokenizer = train_tokenizer(texts, config.vocab_size)
-    model_config = tf.LlamaConfig(
-        hidden_size=config.d_model,
-        num_hidden_layers=config.n_layers,
-        num_attention_heads=config.n_heads,
-        num_key_value_heads=config.n_heads,
-        intermediate_size=config.d_mlp,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max(256, config.max_length),
-        tie_word_embeddings=True,
-        initializer_range=config.init_std,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = tf.LlamaForCausalLM(model_config)
+    model = build_model(config, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     texts, cut = _answered_within(tokenizer, texts, config.max_length)
     if not texts:
