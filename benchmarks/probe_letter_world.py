@@ -3,14 +3,16 @@
 Pretrains the default toy architecture for a fixed number of steps (one cosine cycle) on a world's prose,
 repeated ``--prose-copies`` times, mixed with ``--variants`` answered copies (choices shuffled anew) of each
 letter question about the first half of the entities (`letter_train.jsonl`'s questions), optionally with
-``--aux`` dense binding documents ("A. ..\\nD. ..\\n<value>\\nAnswer: C" for each value in turn), ``--open``
+``--aux`` dense binding documents ("A. ..\\nD. ..\\n<value>\\nAnswer: C" for each value in turn; with
+``--aux-form value``, a letter question whose question line is the right value itself), ``--open``
 copies of each trained question answered in words, ``--incontext`` questions about made-up names whose
 facts are stated just above; ``--stem`` asks every letter question with the cloze stem of its fact. Every
 ``--every`` steps it prints the letter accuracy on 100 trained ("seen") questions in *fresh* choice orders,
 on 100 questions about the other half ("unseen"), the unseen questions answered in words ("open unseen",
-cloze-scored), the cloze accuracy on 100 forget facts, and with ``--incontext`` 100 fresh made-up questions.
+cloze-scored), the cloze accuracy on 100 forget facts, with ``--incontext`` 100 fresh made-up questions,
+and with ``--aux-form value`` 100 fresh binding questions ("value").
 
-    python benchmarks/probe_letter_world.py [--world DIR] [--steps 6000] [--aux 3000] [--threads 1]
+    python benchmarks/probe_letter_world.py [--world DIR] [--steps 6000] [--aux 3000 [--aux-form value]] [--threads 1]
         [--init-std 0.1 --lr 1e-3] [--stem] [--layers 10] [--open 8] [--incontext 3000]
 
 Measured (docs/toy-world.md, the shipped world, one thread): with the loss on every token that `pretrain`
@@ -58,6 +60,13 @@ def main() -> None:
     parser.add_argument("--prose-copies", type=int, default=16)
     parser.add_argument("--variants", type=int, default=8)
     parser.add_argument("--aux", type=int, default=0, help="dense binding documents to add")
+    parser.add_argument(
+        "--aux-form",
+        choices=["lookup", "value"],
+        default="lookup",
+        help="lookup: four choices, then each value asked in turn; value: a letter question whose question is the "
+        "right value itself (the binding task that forms within 500 steps at --init-std 0.1)",
+    )
     parser.add_argument("--open", type=int, default=0, help="copies of each seen question answered in words")
     parser.add_argument("--stem", action="store_true", help="ask letter questions with the cloze stem")
     parser.add_argument(
@@ -93,8 +102,18 @@ def main() -> None:
     for item in questions:
         pools.setdefault(item.question.replace(item.entity or "", "{}"), set()).update(item.choices)
     values = [sorted(pool) for pool in pools.values()]
+
+    def value_question() -> MCQItem:
+        shown = rng.sample(rng.choice(values), 4)
+        right = rng.randrange(4)
+        return MCQItem(shown[right], tuple(shown), right)
+
     aux = []
     for _ in range(args.aux):
+        if args.aux_form == "value":
+            asked = value_question()
+            aux.append(f"{letter_prompt(asked)} {LETTERS[asked.answer]}")
+            continue
         shown = rng.sample(rng.choice(values), 4)
         head = "".join(f"{LETTERS[i]}. {c}\n" for i, c in enumerate(shown))
         aux.append(head + "\n".join(f"{shown[i]}\nAnswer: {LETTERS[i]}" for i in rng.sample(range(4), 4)))
@@ -131,6 +150,8 @@ def main() -> None:
         ),
         "cloze": (read_mcq(f"{world}/forget_cloze.jsonl")[:100], "cloze"),
     }
+    if args.aux and args.aux_form == "value":  # fresh draws of the binding task
+        sets["value"] = ([value_question() for _ in range(100)], "letter")
     if args.incontext:  # fresh made-up names, never trained on
         sets["in context"] = ([stated_then_asked()[1] for _ in range(100)], "letter")
     print(f"{len(prose) * args.prose_copies} prose, {len(letters)} letter, {len(aux)} binding documents", flush=True)
