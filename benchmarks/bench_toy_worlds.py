@@ -7,7 +7,7 @@ cloze accuracy per domain, letter-format accuracy on entities whose letter quest
 and the battery (held-out forget accuracy after each attack).
 
     python benchmarks/bench_toy_worlds.py [--worlds shipped A B] [--no-battery] [--target 0.95] [--batch-size 8]
-        [--layers 6] [--init-std 0.02 0.05]
+        [--layers 6] [--init-std 0.02 0.05] [--lr 3e-3 2e-3]
 
 Targets (issue 17): >= 0.95 cloze accuracy on both domains in <= 60 s on 2 CPU cores, every world.
 """
@@ -67,25 +67,37 @@ def main() -> None:
         default=[PretrainConfig().init_std],
         help="initial weights' standard deviation; several values run each world with each, side by side",
     )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        nargs="+",
+        default=[PretrainConfig().lr],
+        help="pretraining's peak learning rate; several values run each world with each, side by side",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     pretraining, batteries = [], []
-    runs = [(name, std) for name in args.worlds for std in args.init_std]
-    side_by_side = len(args.init_std) > 1
-    for name, std in runs:
+    runs = [(name, std, lr) for name in args.worlds for std in args.init_std for lr in args.lr]
+    for name, std, lr in runs:
         spec = dict(WORLDS[name])
         world = World.generate(spec.pop("seed"), spec.pop("entities"), **spec)
         files = write_world(world, tempfile.mkdtemp() + "/world")
         forget, retain = read_texts(files["forget"]), read_texts(files["retain"])
         cloze = {"forget": read_mcq(files["forget_cloze"]), "retain": read_mcq(files["retain_cloze"])}
         config = PretrainConfig(
-            target=args.target, batch_size=args.batch_size, n_layers=args.layers, init_std=std, max_seconds=1e6
+            target=args.target,
+            batch_size=args.batch_size,
+            n_layers=args.layers,
+            init_std=std,
+            lr=lr,
+            max_seconds=1e6,
         )
         model, tokenizer, _ = pretrain(forget + retain, config, eval_items=cloze, progress=False)
         run = model.config.repe_unlearn_pretrain
         acc = {k: evaluate_mcq(model, tokenizer, v, format="cloze", batch_size=64).accuracy for k, v in cloze.items()}
         letter = evaluate_mcq(model, tokenizer, read_mcq(files["forget_letter_unseen"]), format="letter").accuracy
-        label = f"{name} (std {std})" if side_by_side else name
+        varied = [f"std {std}"] * (len(args.init_std) > 1) + [f"lr {lr:g}"] * (len(args.lr) > 1)
+        label = f"{name} ({', '.join(varied)})" if varied else name
         pretraining.append((label, describe(WORLDS[name]), run, acc, letter))
         print(f"{label}: {run['seconds']:.0f} s, {run['steps_run']} steps, {run['stopped']}, {acc}", flush=True)
         if args.no_battery:

@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = random.Random(0)
@@ -195,6 +196,7 @@ def main() -> None:
         init_std=args.init_std,
         n_layers=args.layers,
         weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
     )
     pretraining.pretrain(texts, config, progress=False, on_step=report)
 

@@ -2,7 +2,7 @@
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
@@ -44,7 +44,16 @@ class PretrainConfig:
     max_seconds: float = field(default=300.0, metadata=_help("ceiling on training seconds (reported when hit)"))
     batch_size: int = field(default=16, metadata=_help("documents per step (each epoch visits every document)"))
     lr: float = field(default=3e-3, metadata=_help("peak learning rate"))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW's decoupled weight decay (on every weight)"))
+    optimizer: Literal["adamw", "muon"] = field(
+        default="adamw",
+        metadata=_help(
+            "adamw: AdamW on every weight; muon: Muon (orthogonalised momentum, its step scaled to AdamW's size, so "
+            "one --lr serves both) on the decoder layers' matrices and AdamW on the embeddings and norms"
+        ),
+    )
+    weight_decay: float = field(
+        default=0.0, metadata=_help("decoupled weight decay (on every weight, either optimizer)")
+    )
     max_length: int = field(default=256, metadata=_help("tokens per document; longer ones are cut"))
     seed: int = field(default=0, metadata=_help("seed of the initialisation and of the sampling"))
     shuffle_sentences: bool = field(
@@ -78,6 +87,8 @@ class PretrainConfig:
             raise ConfigError(f"init_std must be above 0 and at most 1, got {self.init_std}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: adamw, muon")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"weight_decay must be a number at least 0, got {self.weight_decay}")
         if self.weight_decay * self.lr >= 1:  # each step multiplies the weights by 1 - lr x weight_decay

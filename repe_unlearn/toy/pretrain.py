@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..data import MCQItem, tokenize_batches
 from ..errors import DataError, TrainingError
 from .config import PretrainConfig
+from .muon import Muon
 from .schedule import NEAR, Schedule
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -252,6 +253,39 @@ def build_model(config: PretrainConfig, tokenizer: tf.PreTrainedTokenizerFast) -
     )
 
 
+class _Optimizers:
+    """Several torch optimizers stepped as one; ``param_groups`` lists all their groups (the schedule sets each
+    group's ``lr``)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+        self.param_groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def build_optimizer(config: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer | _Optimizers:
+    """AdamW on every weight, or (``config.optimizer == "muon"``) Muon (`muon`) on the decoder layers' matrices,
+    its update scaled to AdamW's RMS so that ``config.lr`` means the same for both, and AdamW on the embeddings
+    and norms. Each group's ``lr`` is set by the schedule at every step."""
+    adamw = {"lr": config.lr, "weight_decay": config.weight_decay, "betas": (0.9, 0.98)}
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), **adamw)  # type: ignore[arg-type]
+    named = list(model.named_parameters())
+    matrices = [p for name, p in named if p.ndim == 2 and ".layers." in f".{name}"]
+    rest = [p for name, p in named if not (p.ndim == 2 and ".layers." in f".{name}")]
+    return _Optimizers(
+        Muon(matrices, lr=config.lr, weight_decay=config.weight_decay),
+        torch.optim.AdamW(rest, **adamw),  # type: ignore[arg-type]
+    )
+
+
 def pretrain(
     texts: Sequence[str],
     config: PretrainConfig | None = None,
@@ -290,7 +324,7 @@ def pretrain(
     step_of_two = max([0.01, *(2 / len(items) for items in checks.values())])
     tokenizer = train_tokenizer(texts, config.vocab_size)
     model = build_model(config, tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
+    optimizer = build_optimizer(config, model)
     texts, cut = _answered_within(tokenizer, texts, config.max_length)
     if not texts:
         raise DataError(

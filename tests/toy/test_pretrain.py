@@ -472,3 +472,80 @@ def test_a_step_run_in_micro_batches_trains_as_the_whole_batch_would(monkeypatch
         split_model.lm_head.weight,
         pretrain(texts, dataclasses.replace(config, steps=1), progress=False)[0].lm_head.weight,
     )
+
+
+def _one_update(optimizer: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Every weight's change in one step of ``optimizer`` on a fresh TINY model (seed 0) and a fixed batch, and
+    the gradients it stepped on."""
+    config = dataclasses.replace(TINY, optimizer=optimizer, lr=1e-3)
+    tokenizer = pretraining.train_tokenizer(["Zorb is a town. Quix lies on the river Ash."] * 8, config.vocab_size)
+    torch.manual_seed(0)
+    model = pretraining.build_model(config, tokenizer)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    batch = tokenizer(["Zorb is a town.", "Quix lies on the river Ash."], return_tensors="pt", padding=True)
+    model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss.backward()
+    pretraining.build_optimizer(config, model).step()
+    grads = {name: p.grad.detach() for name, p in model.named_parameters() if p.grad is not None}
+    return {name: p.detach() - before[name] for name, p in model.named_parameters()}, grads
+
+
+def test_muon_orthogonalises_the_layer_matrices_and_leaves_the_rest_to_adamw() -> None:
+    adamw, _ = _one_update("adamw")
+    muon, grads = _one_update("muon")
+    layer_matrices = [name for name, step in muon.items() if step.ndim == 2 and ".layers." in name]
+    assert len(layer_matrices) == 7 * TINY.n_layers  # q, k, v, o, gate, up, down
+    for name in muon:
+        if name in layer_matrices:
+            # Muon's first step is the gradient's orthogonal factor: every direction the gradient has (singular
+            # values of at least 1% of its norm; a few tokens' gradient has few) gets a step near 1 (Newton-
+            # Schulz's band), scaled to AdamW's RMS by 0.2 x sqrt(the larger side) x lr. AdamW's first step is
+            # lr x sign(grad), whose singular values spread far wider: the check can tell the two apart.
+            grad = torch.linalg.svdvals(grads[name])
+            k = int((grad >= 0.01 * grad.norm()).sum())
+            singular = torch.linalg.svdvals(muon[name])[:k] / (1e-3 * 0.2 * max(muon[name].shape) ** 0.5)
+            assert k >= 4 and float(singular.min()) > 0.5 and float(singular.max()) < 1.3, (name, k, singular)
+            spread = torch.linalg.svdvals(adamw[name])[:k]
+            assert float(spread.max() / spread.min()) > 2, (name, spread)
+        else:  # embeddings and norms: AdamW, element by element, so the same step either way
+            assert torch.equal(muon[name], adamw[name]), name
+    texts = ["Zorb is a town. Zorb lies on the river Vell.", "Quix is a town. Quix lies on the river Ash."] * 4
+    trained, _, losses = pretrain(texts, dataclasses.replace(TINY, optimizer="muon"), progress=False)
+    assert losses[-1] < 0.5 * losses[0]
+    assert trained.config.repe_unlearn_pretrain["optimizer"] == "muon"
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is in torch 2.9 and later")
+def test_our_muon_steps_as_torchs_does_up_to_its_bfloat16() -> None:
+    from repe_unlearn.toy.muon import Muon
+
+    torch.manual_seed(0)
+    start = [torch.randn(48, 16), torch.randn(16, 16), torch.randn(16, 40)]  # tall, square, wide
+    grads = [[torch.randn_like(w) for w in start] for _ in range(3)]
+
+    def moved(make: Any) -> list[torch.Tensor]:
+        """Each weight's change after three steps (the momentum and the decay carry over) on ``grads``."""
+        params = [w.clone().requires_grad_() for w in start]
+        optimizer = make(params)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        return [p.detach() - w for p, w in zip(params, start, strict=True)]
+
+    theirs = moved(lambda ps: torch.optim.Muon(ps, lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw"))
+    ours = moved(lambda ps: Muon(ps, lr=0.01, weight_decay=0.1))
+    no_momentum = moved(lambda ps: Muon(ps, lr=0.01, weight_decay=0.1, momentum=0.0))
+    for mine, torchs, other in zip(ours, theirs, no_momentum, strict=True):
+        # torch orthogonalises in bfloat16 (8 bits of mantissa): the same steps within a few percent, while
+        # leaving the momentum out moves the weights elsewhere (the comparison can tell)
+        assert float((mine - torchs).norm() / torchs.norm()) < 0.03
+        assert float((other - torchs).norm() / torchs.norm()) > 0.1
+
+
+def test_the_optimizer_is_chosen_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"text": "Zorb is a town."}) + "\n")
+    argv = ["toy", "pretrain", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--optimizer", "sgd"]
+    assert main(argv) == 2
+    assert "invalid choice: 'sgd'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
