@@ -115,7 +115,7 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"trained {n_params / 1e6:.2f}M parameters ({run['n_layers']} layer{'s' * (run['n_layers'] != 1)}, "
-        f"d_model {run['d_model']}) on "
+        f"d_model {run['d_model']}, {run['optimizer']}) on "
         f"{run['documents']} document{'s' * (run['documents'] != 1)}: {steps} steps in {seconds:.0f} s, "
         f"stopped: {run['stopped']} (final loss {losses[-1]:.3f}); wrote {args.out}"
     )

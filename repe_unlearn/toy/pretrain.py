@@ -389,6 +389,7 @@ def pretrain(
                 counts,
             )
             if not torch.isfinite(part):
+                bar.close()  # the error on a line of its own, not after the bar
                 also = " (or --weight-decay)" if config.weight_decay else ""
                 raise TrainingError(f"the loss became {float(part.detach())} at step {step}; lower --lr{also}")
             part.backward()
@@ -448,6 +449,15 @@ def pretrain(
             stopped = "target"
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise TrainingError("the weights hold NaN or infinite values after the last step; lower the learning rate")
+    # a uniform guess scores ln(vocabulary) per loss term (prose, and answers where questions are answered): a
+    # model that ends far above that has diverged, though its loss stayed finite; it is not returned as trained
+    uniform = math.log(len(tokenizer)) * (2 if any(answer_start(t) is not None for t in texts) else 1)
+    end = sum(losses[-config.eval_every :]) / len(losses[-config.eval_every :])
+    if end > 2 * uniform:
+        raise TrainingError(
+            f"training diverged: the loss ended at {end:.1f} over the last steps, above twice a uniform guess's "
+            f"{uniform:.1f}; lower --lr"
+        )
     model.eval()
     model.config.repe_unlearn_pretrain = {
         **config.to_dict(),

@@ -79,7 +79,7 @@ def test_toy_cli_world_then_pretrain(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     out = capsys.readouterr().out
     assert "forget_cloze" in out and "cloze accuracy" in out
-    assert "parameters (2 layers, d_model 32) on " in out  # the size asked for, said back
+    assert "parameters (2 layers, d_model 32, adamw) on " in out  # the size and optimizer asked for, said back
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
@@ -548,4 +548,35 @@ def test_the_optimizer_is_chosen_from_the_cli(tmp_path: Path, capsys: pytest.Cap
     argv = ["toy", "pretrain", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--optimizer", "sgd"]
     assert main(argv) == 2
     assert "invalid choice: 'sgd'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_run_that_diverges_without_nan_is_refused_not_saved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = ["Zorb is a town. Zorb lies on the river Vell.", "Quix is a town. Quix lies on the river Ash."] * 4
+    with pytest.raises(ru.TrainingError, match="diverged"):
+        pretrain(texts, dataclasses.replace(TINY, steps=100, lr=10.0), progress=False)
+    _, _, losses = pretrain(texts, dataclasses.replace(TINY, steps=100), progress=False)  # not a hair trigger
+    assert losses[-1] < losses[0]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    small = ["--d-model", "32", "--n-layers", "2", "--n-heads", "2", "--d-mlp", "64", "--vocab-size", "300"]
+    argv = [
+        "toy",
+        "pretrain",
+        "--corpus",
+        str(corpus),
+        *small,
+        "--steps",
+        "100",
+        "--lr",
+        "10",
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()
