@@ -277,9 +277,10 @@ def build_optimizer(config: PretrainConfig, model: torch.nn.Module) -> torch.opt
     adamw = {"lr": config.lr, "weight_decay": config.weight_decay, "betas": (0.9, 0.98)}
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), **adamw)  # type: ignore[arg-type]
-    named = list(model.named_parameters())
-    matrices = [p for name, p in named if p.ndim == 2 and ".layers." in f".{name}"]
-    rest = [p for name, p in named if not (p.ndim == 2 and ".layers." in f".{name}")]
+    matrices: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
+    for name, parameter in model.named_parameters():  # a decoder layer's matrix, or anything else
+        (matrices if parameter.ndim == 2 and ".layers." in f".{name}" else rest).append(parameter)
     return _Optimizers(
         Muon(matrices, lr=config.lr, weight_decay=config.weight_decay),
         torch.optim.AdamW(rest, **adamw),  # type: ignore[arg-type]
