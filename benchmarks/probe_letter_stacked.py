@@ -13,11 +13,15 @@ letter question with the cloze stem of its fact ("Pralstoux spreads through\\nA.
 frozen model completes; without it, with the world's questions ("Through what does Pralstoux spread?").
 
     python benchmarks/probe_letter_stacked.py --stem [--layers 3] [--steps 1500] [--lr 1e-3] [--mlp]
-        [--at P] [--early N --early-at P] [--thaw-attention N] [--model DIR --world DIR] [--save OUT]
+        [--at P] [--early N --early-at P] [--thaw-attention N] [--open N] [--aux N] [--model DIR --world DIR]
+        [--save OUT]
 
 ``--at P`` inserts the new layers after the frozen model's P first layers instead of on top; ``--early N``
 inserts N more after its ``--early-at`` first layers; ``--thaw-attention N`` trains the attention of its N
-first layers as well.
+first layers as well. ``--open N`` adds N trained questions per batch answered in words (the right value
+after "Answer:"), ``--aux N`` N binding questions (the question line is the right value itself); every check
+also scores the unseen questions answered in words ("open unseen": whether the recall reaches "Answer:") and,
+with ``--aux``, 100 fresh binding questions ("value").
 
 ``--save OUT`` writes the stacked model and tokenizer, so that `repe-unlearn eval` can score it.
 Measured (docs/toy-world.md, "New layers on a frozen model"): 1500 steps, the unseen entities at 0.47 (two-token
@@ -35,7 +39,7 @@ import torch
 import transformers as tf
 from probe_letter_world import shuffled, stemmed
 
-from repe_unlearn.data import LETTERS, letter_prompt, read_mcq, read_texts
+from repe_unlearn.data import LETTERS, MCQItem, letter_prompt, read_mcq, read_texts
 from repe_unlearn.evaluation import evaluate_mcq
 from repe_unlearn.toy import SHIPPED_MODEL, SHIPPED_WORLD
 
@@ -107,6 +111,12 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--open", type=int, default=0, help="trained questions answered in words (the value) per batch, besides"
+    )
+    parser.add_argument(
+        "--aux", type=int, default=0, help="binding questions (the question line is the right value) per batch"
+    )
     parser.add_argument("--save", help="write the stacked model and tokenizer here")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -130,12 +140,26 @@ def main() -> None:
     unseen_entities = {item.entity for item in unseen}
     seen = [item for item in questions if item.entity not in unseen_entities]
 
+    pools: dict[str, set[str]] = {}  # each relation's values, from its questions' choices
+    for item in questions + unseen:
+        pools.setdefault(item.question.replace(item.entity or "", "{}"), set()).update(item.choices)
+    values = [sorted(pool) for pool in pools.values()]
+
+    def value_question() -> MCQItem:  # the binding task: which letter holds the value the question line names
+        shown = rng.sample(rng.choice(values), 4)
+        right = rng.randrange(4)
+        return MCQItem(shown[right], tuple(shown), right)
+
     probe = random.Random(5)
     sets = {
         "seen": ([shuffled(item, rng) for item in probe.sample(seen, min(100, len(seen)))], "letter"),
         "unseen": (probe.sample(unseen, min(100, len(unseen))), "letter"),
         "cloze": (read_mcq(world / "forget_cloze.jsonl")[:100], "cloze"),
     }
+    # the unseen letter questions answered in words: whether the recall reaches "Answer:"
+    sets["open unseen"] = ([MCQItem(letter_prompt(i), i.choices, i.answer) for i in sets["unseen"][0]], "cloze")
+    if args.aux:
+        sets["value"] = ([value_question() for _ in range(100)], "letter")
     pad = tokenizer.pad_token_id
 
     def encoded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +176,9 @@ def main() -> None:
         logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
-    answer_length = {letter: len(tokenizer(" " + letter, add_special_tokens=False)["input_ids"]) for letter in LETTERS}
+    def answer_length(answer: str) -> int:
+        return len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
+
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     start = time.perf_counter()
     print(f"{sum(p.numel() for p in trained)} trained parameters; {len(seen)} seen, {len(unseen)} unseen questions")
@@ -162,10 +188,15 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = args.lr * factor
         asked = [shuffled(item, rng) for item in rng.sample(seen, args.batch_size)]
-        x, mask = encoded([f"{letter_prompt(item)} {LETTERS[item.answer]}" for item in asked])
+        asked += [value_question() for _ in range(args.aux)]
+        documents = [(letter_prompt(item), LETTERS[item.answer]) for item in asked]
+        for item in rng.sample(seen, args.open):
+            item = shuffled(item, rng)
+            documents.append((letter_prompt(item), item.choices[item.answer]))
+        x, mask = encoded([f"{prompt} {answer}" for prompt, answer in documents])
         labels = torch.full_like(x, -100)
-        for row, item in enumerate(asked):  # the answer letter's tokens only
-            end, length = int(mask[row].sum()), answer_length[LETTERS[item.answer]]
+        for row, (_, answer) in enumerate(documents):  # the answer's tokens only
+            end, length = int(mask[row].sum()), answer_length(answer)
             labels[row, end - length : end] = x[row, end - length : end]
         loss = lm_loss(x, labels, mask)
         if args.prose:
