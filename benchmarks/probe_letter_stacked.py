@@ -13,7 +13,8 @@ letter question with the cloze stem of its fact ("Pralstoux spreads through\\nA.
 frozen model completes; without it, with the world's questions ("Through what does Pralstoux spread?").
 
     python benchmarks/probe_letter_stacked.py --stem [--layers 3] [--steps 1500] [--lr 1e-3] [--mlp]
-        [--at P] [--early N --early-at P] [--thaw-attention N] [--open N] [--aux N] [--model DIR --world DIR]
+        [--at P] [--early N --early-at P] [--thaw-attention N] [--open N] [--aux N] [--mark N]
+        [--model DIR --world DIR]
         [--save OUT]
 
 ``--at P`` inserts the new layers after the frozen model's P first layers instead of on top; ``--early N``
@@ -21,7 +22,9 @@ inserts N more after its ``--early-at`` first layers; ``--thaw-attention N`` tra
 first layers as well. ``--open N`` adds N trained questions per batch answered in words (the right value
 after "Answer:"), ``--aux N`` N binding questions (the question line is the right value itself); every check
 also scores the unseen questions answered in words ("open unseen": whether the recall reaches "Answer:") and,
-with ``--aux``, 100 fresh binding questions ("value").
+with ``--aux``, 100 fresh binding questions ("value"). ``--mark N`` adds N trained questions per batch with
+" yes" or " no" (their last token) after every choice, the loss on those marks, and scores 50 seen and 50
+unseen questions by the choice most marked right ("mark").
 
 ``--save OUT`` writes the stacked model and tokenizer, so that `repe-unlearn eval` can score it.
 Measured (docs/toy-world.md, "New layers on a frozen model"): 1500 steps, the unseen entities at 0.47 (two-token
@@ -117,6 +120,9 @@ def main() -> None:
     parser.add_argument(
         "--aux", type=int, default=0, help="binding questions (the question line is the right value) per batch"
     )
+    parser.add_argument(
+        "--mark", type=int, default=0, help="trained questions per batch with a right/wrong mark after every choice"
+    )
     parser.add_argument("--save", help="write the stacked model and tokenizer here")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -179,6 +185,35 @@ def main() -> None:
     def answer_length(answer: str) -> int:
         return len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
 
+    # --mark: the last token of " yes" / " no" (one token each, whatever the world's tokenizer) after every choice
+    right, wrong = (tokenizer(" " + word, add_special_tokens=False)["input_ids"][-1] for word in ("yes", "no"))
+
+    def marked(item: MCQItem, upto: int | None = None) -> tuple[list[int], list[int]]:
+        """The question's tokens with each choice followed by its mark, and labels on the marks only; with
+        ``upto``, only the choices before it marked, ending at choice ``upto``'s last token."""
+        ids = list(tokenizer(item.question)["input_ids"])
+        labels = [-100] * len(ids)
+        for k, choice in enumerate(item.choices[: None if upto is None else upto + 1]):
+            line = tokenizer(f"\n{LETTERS[k]}. {choice}", add_special_tokens=False)["input_ids"]
+            ids, labels = ids + line, labels + [-100] * len(line)
+            if k != upto:
+                mark = right if k == item.answer else wrong
+                ids, labels = [*ids, mark], [*labels, mark]
+        return ids, labels
+
+    @torch.no_grad()
+    def mark_accuracy(items: list[MCQItem]) -> float:
+        """How often the choice with the largest margin of the right mark over the wrong one is the answer (the
+        marks before each choice given)."""
+        hits = 0
+        for item in items:
+            margins = []
+            for k in range(len(item.choices)):
+                logits = model(input_ids=torch.tensor([marked(item, k)[0]])).logits[0, -1]
+                margins.append(float(logits[right] - logits[wrong]))
+            hits += max(range(len(margins)), key=margins.__getitem__) == item.answer
+        return hits / len(items)
+
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     start = time.perf_counter()
     print(f"{sum(p.numel() for p in trained)} trained parameters; {len(seen)} seen, {len(unseen)} unseen questions")
@@ -199,6 +234,17 @@ def main() -> None:
             end, length = int(mask[row].sum()), answer_length(answer)
             labels[row, end - length : end] = x[row, end - length : end]
         loss = lm_loss(x, labels, mask)
+        if args.mark:
+            rows = [marked(shuffled(item, rng)) for item in rng.sample(seen, args.mark)]
+            width = max(len(ids) for ids, _ in rows)
+            x = torch.full((len(rows), width), pad)
+            labels = torch.full((len(rows), width), -100)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, (ids, marks) in enumerate(rows):
+                x[row, : len(ids)] = torch.tensor(ids)
+                labels[row, : len(ids)] = torch.tensor(marks)
+                mask[row, : len(ids)] = 1
+            loss = loss + lm_loss(x, labels, mask)
         if args.prose:
             x, mask = encoded([text + tokenizer.eos_token for text in rng.sample(prose, args.prose)])
             loss = loss + lm_loss(x, x.masked_fill(mask == 0, -100), mask)
@@ -212,6 +258,9 @@ def main() -> None:
                 name: evaluate_mcq(model, tokenizer, items, format=form, batch_size=64).accuracy
                 for name, (items, form) in sets.items()
             }
+            if args.mark:  # on 50 questions of each: one pass per choice
+                accuracy["mark seen"] = mark_accuracy(sets["seen"][0][:50])
+                accuracy["mark unseen"] = mark_accuracy(sets["unseen"][0][:50])
             print(
                 f"step {step + 1}  {time.perf_counter() - start:.0f} s  loss {loss.item():.3f}  "
                 + "  ".join(f"{name} {value:.2f}" for name, value in accuracy.items()),
