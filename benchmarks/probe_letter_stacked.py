@@ -93,6 +93,14 @@ def stacked(
     return model, trained
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of documents, at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help="a model that knows the world's facts")
@@ -115,13 +123,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--open", type=int, default=0, help="trained questions answered in words (the value) per batch, besides"
+        "--open", type=count, default=0, help="trained questions answered in words (the value) per batch, besides"
     )
     parser.add_argument(
-        "--aux", type=int, default=0, help="binding questions (the question line is the right value) per batch"
+        "--aux", type=count, default=0, help="binding questions (the question line is the right value) per batch"
     )
     parser.add_argument(
-        "--mark", type=int, default=0, help="trained questions per batch with a right/wrong mark after every choice"
+        "--mark", type=count, default=0, help="trained questions per batch with a right/wrong mark after every choice"
     )
     parser.add_argument("--save", help="write the stacked model and tokenizer here")
     args = parser.parse_args()
@@ -145,6 +153,9 @@ def main() -> None:
         questions, unseen = stemmed(str(world), questions), stemmed(str(world), unseen)
     unseen_entities = {item.entity for item in unseen}
     seen = [item for item in questions if item.entity not in unseen_entities]
+    for flag in ("batch_size", "open", "mark"):  # each draws that many trained questions per step
+        if getattr(args, flag) > len(seen):
+            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} exceeds the {len(seen)} trained questions")
 
     pools: dict[str, set[str]] = {}  # each relation's values, from its questions' choices
     for item in questions + unseen:
