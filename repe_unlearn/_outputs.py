@@ -133,7 +133,7 @@ class OutputDir:
         self.overwrite = overwrite
         parent = self.target.parent
         if not parent.is_dir():
-            raise FileNotFoundError(f"{_missing_directory(parent)}; create it first (for --out {out})")
+            raise FileNotFoundError(f"{_missing_directory(parent)} (for --out {out})")
         _probe(parent, "--out", out)
         if self.target.exists() or self.target.is_symlink():
             if not self.target.is_dir():
@@ -228,7 +228,7 @@ def check_output_file(path: PathLike | None, flag: str, *, overwrite: bool, inpu
         raise ConfigError(f"{flag} is empty; give a file path")
     target = _real(path)
     if not target.parent.is_dir():
-        raise FileNotFoundError(f"{_missing_directory(target.parent)}; create it first (for {flag} {path})")
+        raise FileNotFoundError(f"{_missing_directory(target.parent)} (for {flag} {path})")
     if target.is_dir():
         raise IsADirectoryError(f"{flag} {path} is a directory; give a file path")
     if target.exists() and not stat.S_ISREG(target.stat().st_mode):
@@ -267,10 +267,11 @@ def _article(noun: str) -> str:
 
 
 def _missing_directory(path: Path) -> str:
-    """Why ``path`` cannot hold an output: it does not exist, or it (or a folder above it) is a file."""
+    """Why ``path`` cannot hold an output, and what to do: it does not exist (create it), or it or a folder
+    above it is a file (choose another path)."""
     for above in (path, *path.parents):
         if above.exists() and not above.is_dir():
-            return f"{above} is a file, not a directory"
+            return f"{above} is a file, not a directory; choose another path"
         if above.exists():
             break
-    return f"directory {path} does not exist"
+    return f"directory {path} does not exist; create it first"

@@ -470,7 +470,7 @@ def test_an_out_under_a_file_and_another_commands_output_are_named_rightly(tmp_p
     from repe_unlearn.cli import main
 
     (tmp_path / "afile").write_text("mine\n")
-    with pytest.raises(FileNotFoundError, match=r"afile is a file, not a directory; create it first"):
+    with pytest.raises(FileNotFoundError, match=r"afile is a file, not a directory; choose another path"):
         OutputDir(tmp_path / "afile" / "sub")
     with pytest.raises(FileNotFoundError, match=r"directory \S*nowhere does not exist; create it first"):
         OutputDir(tmp_path / "nowhere" / "sub")

@@ -11,6 +11,7 @@ from ._common import (
     config_from_args,
     input_paths,
     mcq_sets,
+    non_negative_int,
     note_format,
     positive_int,
     unique_inputs,
@@ -76,10 +77,22 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     reached = min((r["accuracy"] for name, r in results.items() if name in item_sets), default=None)
     warnings = list(run["warnings"])
     if run["stopped"] == "ceiling":
-        where = f"accuracy {reached:.3f}" if reached is not None else f"loss {losses[-1]:.3f}"
+        if reached is not None:
+            warnings.append(
+                f"stopped at the ceiling ({steps} steps, {seconds:.0f} s), accuracy {reached:.3f} below --target "
+                f"{config.target}; the facts may not be learned: raise --max-steps / --max-seconds, or check that "
+                "the questions are about this corpus"
+            )
+        else:
+            warnings.append(
+                f"stopped at the ceiling ({steps} steps, {seconds:.0f} s) with the loss ({losses[-1]:.3f}) still "
+                "falling; the corpus may not be learned: raise --max-steps / --max-seconds, or give --eval-mcq "
+                "questions to stop once they are answered"
+            )
+    elif run["stopped"] == "steps" and reached is not None and reached < config.target:
         warnings.append(
-            f"stopped at the ceiling ({steps} steps, {seconds:.0f} s), {where}; the facts may not be learned: "
-            "raise --max-steps / --max-seconds, or check that the questions are about this corpus"
+            f"--steps {steps} ended at accuracy {reached:.3f}, below --target {config.target}: the facts are not "
+            "all learned (leave out --steps to train until they are)"
         )
     elif run["stopped"] == "plateau" and reached is not None and reached < config.target:
         warnings.append(f"accuracy stopped rising at {reached:.3f}, below --target {config.target}")
@@ -136,7 +149,7 @@ def _syllables(text: str) -> tuple[int, int]:
 def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register ``toy world`` and ``toy pretrain``."""
     from ..toy import PretrainConfig
-    from ..toy.world import FORGET_DOMAINS, FORMS, ORDERS, RETAIN_DOMAINS
+    from ..toy.world import FORGET_DOMAINS, FORMS, MAX_ENTITIES, ORDERS, RETAIN_DOMAINS
 
     toy = sub.add_parser(
         "toy",
@@ -147,10 +160,21 @@ def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     world = toy_sub.add_parser("world", help=cmd_toy_world.__doc__, description=cmd_toy_world.__doc__)
     world.add_argument("--out", required=True, help="output directory (refused if it exists and is not empty)")
     world.add_argument("--overwrite", action="store_true", help="replace an existing --out written by this tool")
-    world.add_argument("--seed", type=int, default=0, help="the same seed gives the same world (default: 0)")
-    world.add_argument("--entities", type=positive_int, default=50, help="entities per domain (default: 50)")
-    world.add_argument("--forget-domain", choices=sorted(FORGET_DOMAINS), default="pathogens", help="theme to forget")
-    world.add_argument("--retain-domain", choices=sorted(RETAIN_DOMAINS), default="towns", help="theme to keep")
+    world.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the same seed gives the same world (0 or more; default: 0)"
+    )
+    world.add_argument(
+        "--entities", type=positive_int, default=50, help=f"entities per domain, 4 to {MAX_ENTITIES} (default: 50)"
+    )
+    world.add_argument(
+        "--forget-domain",
+        choices=sorted(FORGET_DOMAINS),
+        default="pathogens",
+        help="theme to forget (default: pathogens)",
+    )
+    world.add_argument(
+        "--retain-domain", choices=sorted(RETAIN_DOMAINS), default="towns", help="theme to keep (default: towns)"
+    )
     world.add_argument(
         "--form",
         choices=FORMS,
@@ -162,7 +186,11 @@ def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         "--order", choices=ORDERS, default="fixed", help="sentence order in a paragraph (default: fixed)"
     )
     world.add_argument(
-        "--name-syllables", type=_syllables, default=(2, 3), metavar="MIN-MAX", help="name length (default: 2-3)"
+        "--name-syllables",
+        type=_syllables,
+        default=(2, 3),
+        metavar="MIN-MAX",
+        help="name length in syllables, 1 to 6; N alone means N-N (default: 2-3)",
     )
     world.add_argument(
         "--letter-variants",

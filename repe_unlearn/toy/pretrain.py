@@ -417,7 +417,8 @@ def pretrain(
                 accuracy, checked_at = check(checks), step
             checking += time.perf_counter() - began
             score = min((glance or accuracy).values())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{score:.3f}")
+            shown = min(accuracy.values()) if checked_at == step else score  # the whole sets' score when scored
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{shown:.3f}")
             if checked_at == step and min(accuracy.values()) >= config.target:
                 stopped = "target"
                 break

@@ -428,6 +428,9 @@ class World:
         ``forget_domain`` (one of `FORGET_DOMAINS`) and ``retain_domain`` (`RETAIN_DOMAINS`) choose the themes,
         ``form`` and ``order`` how paragraphs are written (see `render`), ``syllables`` the names' length.
         """
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            # Python seeds a generator with an integer's absolute value: -1 would draw seed 1's world
+            raise ConfigError(f"seed must be an integer of 0 or more, got {seed!r}")
         if entities < 4:
             raise ConfigError(f"entities must be at least 4 (two per half of the forget split), got {entities}")
         if entities > MAX_ENTITIES:

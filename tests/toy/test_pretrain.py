@@ -128,6 +128,65 @@ def test_a_ceiling_is_reported_never_silent(tmp_path: Path, capsys: pytest.Captu
     assert summary["vocabulary"] == learned <= summary["config"]["vocab_size"] == 300  # what the model has
 
 
+def test_every_stop_short_of_the_facts_is_said_in_its_own_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fixed --steps run that ends below the target, and a ceiling with or without questions to check, each
+    get a warning that fits them (a run without questions has no accuracy to speak of)."""
+    world = tmp_path / "w"
+    assert main(["toy", "world", "--out", str(world), "--seed", "1", "--entities", "4"]) == 0
+    corpora = ["--corpus", str(world / "forget.jsonl"), "--corpus", str(world / "retain.jsonl")]
+    questions = ["--eval-mcq", str(world / "forget_cloze.jsonl")]
+    small = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--d-mlp", "64", "--vocab-size", "300"]
+    runs = {
+        "steps": [*questions, "--steps", "2"],
+        "ceiling, questions": [*questions, "--max-steps", "2", "--eval-every", "1"],
+        "ceiling, loss": ["--max-steps", "2", "--eval-every", "1"],
+    }
+    said = {}
+    for name, flags in runs.items():
+        capsys.readouterr()
+        out = tmp_path / name.replace(", ", "-")
+        assert main(["toy", "pretrain", *corpora, *small, *flags, "--out", str(out)]) == 0
+        said[name] = capsys.readouterr().err
+        summary = json.loads((out / "pretrain.json").read_text())
+        assert summary["warnings"] and summary["warnings"][-1] in said[name]
+    reached = json.loads((tmp_path / "steps" / "pretrain.json").read_text())["eval"]["forget_cloze"]["accuracy"]
+    assert f"--steps 2 ended at accuracy {reached:.3f}, below --target 0.98" in said["steps"]
+    assert "stopped at the ceiling (2 steps" in said["ceiling, questions"]
+    assert "below --target 0.98" in said["ceiling, questions"]
+    assert "with the loss" in said["ceiling, loss"] and "still falling" in said["ceiling, loss"]
+    assert "questions are about" not in said["ceiling, loss"] and "accuracy" not in said["ceiling, loss"]
+
+
+def test_the_bar_shows_the_whole_sets_score_on_a_check_that_scores_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check glances at a few questions first; when it goes on to score the whole sets (and may stop on
+    them), the bar shows that score, not the glance's, so that a run never looks stopped below its target."""
+    from repe_unlearn.data import read_texts
+    from repe_unlearn.toy import World, write_world
+
+    module = importlib.import_module("repe_unlearn.toy.pretrain")
+    shown: list[str] = []
+
+    class Bar(module.tqdm):  # type: ignore[misc,name-defined]
+        def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+            if "acc" in kwargs:
+                shown.append(kwargs["acc"])
+            super().set_postfix(*args, **kwargs)
+
+    monkeypatch.setattr(module, "tqdm", Bar)
+    files = write_world(World.generate(5, 16), tmp_path / "w")  # 64 questions a set: more than a glance
+    texts = read_texts(files["forget"]) + read_texts(files["retain"])
+    items = {k: read_mcq(files[f"{k}_cloze"]) for k in ("forget", "retain")}
+    config = PretrainConfig(**{**SMALL, "eval_every": 2}, target=0.01, max_steps=4)  # type: ignore[arg-type]
+    model, _, _ = module.pretrain(texts, config, eval_items=items, progress=False)
+    run = model.config.repe_unlearn_pretrain
+    assert run["stopped"] == "target" and run["steps_run"] == 2  # the first glance was within reach: scored
+    assert shown == [f"{min(run['checked_accuracy'].values()):.3f}"]
+
+
 def test_a_target_met_on_the_checked_sample_only_is_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,21 @@ def test_same_seed_same_world_and_other_seeds_differ() -> None:
     assert World.generate(3, 20) != World.generate(4, 20)
 
 
+def test_a_negative_seed_is_refused_not_drawn_as_its_absolute_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python seeds a generator with an integer's absolute value, so seed -1 would silently be seed 1's world."""
+    from repe_unlearn.cli import main
+    from repe_unlearn.errors import ConfigError
+
+    for seed in (-1, -7):
+        with pytest.raises(ConfigError, match="seed must be an integer of 0 or more"):
+            World.generate(seed, 8)
+    assert main(["toy", "world", "--out", str(tmp_path / "w"), "--entities", "8", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed: expected an integer of 0 or more, got -1" in err and not (tmp_path / "w").exists()
+
+
 def test_names_are_unique_and_values_balanced() -> None:
     world = World.generate(0, 50)
     names = [e.name for e in (*world.forget, *world.retain)]
