@@ -43,26 +43,25 @@ def mcq_sets(paths: list[str] | None) -> dict[str, Any]:
     return sets
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a positive integer, or a clear error naming the value."""
+def _int_at_least(text: str, least: int, wording: str) -> int:
+    """``text`` as an integer of at least ``least``, or an argparse error naming the value."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {wording}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, or a clear error naming the value."""
+    return _int_at_least(text, 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer of 0 or more, or a clear error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {value}")
-    return value
+    return _int_at_least(text, 0, "an integer of 0 or more")
 
 
 def positive_float(text: str) -> float:
