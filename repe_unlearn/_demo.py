@@ -40,9 +40,14 @@ class DemoResult:
     robustness: dict[str, Any] = field(default_factory=dict)  # the battery's robustness.json
 
 
+LETTER = ", letter"  # the suffix of the sets asked in lm-eval's letter format
+
+
 def _evaluate(model: Any, tokenizer: Any, items: dict[str, Any]) -> dict[str, float]:
     return {
-        name: evaluate_mcq(model, tokenizer, rows, format="cloze", batch_size=64, name=name).accuracy
+        name: evaluate_mcq(
+            model, tokenizer, rows, format="letter" if name.endswith(LETTER) else "cloze", batch_size=64, name=name
+        ).accuracy
         for name, rows in items.items()
     }
 
@@ -52,19 +57,30 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
     target = OutputDir(out, overwrite=overwrite, kind="demo")  # checked before any compute
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    model, tokenizer = load_shipped_model()
+    model, tokenizer = load_shipped_model(letters=True)
     forget, retain = read_texts(SHIPPED_WORLD / "forget.jsonl"), read_texts(SHIPPED_WORLD / "retain.jsonl")
     items = {
         "forget (pathogens)": read_mcq(SHIPPED_WORLD / "forget_cloze.jsonl"),
         "retain (towns)": read_mcq(SHIPPED_WORLD / "retain_cloze.jsonl"),
+        # lm-eval's letter format, about the entities whose letter questions the letter layers never saw
+        "forget (pathogens)" + LETTER: read_mcq(SHIPPED_WORLD / "forget_letter_stem_unseen.jsonl"),
+        "retain (towns)" + LETTER: read_mcq(SHIPPED_WORLD / "retain_letter_stem_unseen.jsonl"),
     }
     before = _evaluate(model, tokenizer, items)
     ppl_before = perplexity(model, tokenizer, retain)
     timings["evaluate before"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    result = unlearn(model, tokenizer, [forget], [retain], preset("toy"), progress=progress)
-    config = result.config  # its layers counted on the shipped model's depth
+    # the toy preset's layers counted on the layers that hold the facts, below the two letter layers: it steers
+    # layer 4 and updates 2-4, as on the shipped model alone
+    depth = model.config.repe_unlearn_letters["frozen_layers"]
+    steered = preset("toy", layer=depth - 2, update_layers=(depth - 4, depth - 3, depth - 2))
+    # the retain corpus also covers the letter format (each town's paragraph, then two answered letter questions
+    # about towns of the letter layers' training half): on the prose alone RMU keeps the towns' cloze answers
+    # but not their letters (docs/toy-world.md)
+    retain_rmu = read_texts(SHIPPED_WORLD / "retain_with_letters.jsonl")
+    result = unlearn(model, tokenizer, [forget], [retain_rmu], steered, progress=progress)
+    config = result.config
     timings["RMU"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -73,7 +89,7 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
     timings["evaluate after"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    base, _ = load_shipped_model()
+    base, _ = load_shipped_model(letters=True)
     diagnostics = diagnose(
         model,
         tokenizer,
@@ -134,7 +150,12 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
 
     def fill(tmp: Path) -> None:
         figures = {
-            "accuracy.png": accuracy_bars(before, after, chance=CHANCE, title="Cloze accuracy, before and after RMU"),
+            "accuracy.png": accuracy_bars(
+                {name.replace(" (", "\n("): value for name, value in before.items()},
+                {name.replace(" (", "\n("): value for name, value in after.items()},
+                chance=CHANCE,
+                title="Accuracy before and after RMU: cloze, and lm-eval's letter format",
+            ),
             "losses.png": loss_curves([h.forget_loss for h in history], [h.retain_loss for h in history]),
             "norms.png": norm_curves(
                 [h.forget_norm for h in history], [h.retain_norm for h in history], target=result.coefficients[0]
@@ -163,27 +184,40 @@ def run_demo(out: str | os.PathLike[str], *, overwrite: bool = False, progress: 
         (tmp / "report.md").write_text(_report(demo, reading(diagnostics)) + battery_section + robustness.markdown())
         (tmp / "robustness.json").write_text(json.dumps(robustness.to_dict(), indent=2) + "\n")
         robustness.figure().savefig(tmp / "robustness.png", dpi=110)
-        save_unlearned(tmp / "model", model, tokenizer, result, base=SHIPPED_MODEL, tokenizer_source=SHIPPED_MODEL)
+        # written whole (base=None): the shipped model's checkpoint lacks the letter layers
+        save_unlearned(tmp / "model", model, tokenizer, result, tokenizer_source=SHIPPED_MODEL)
 
     target.write(fill)
     return demo
 
 
 def _report(demo: DemoResult, diagnostics_reading: list[str]) -> str:
-    forget_key, retain_key = list(demo.before)
+    forget_key, retain_key = list(demo.before)[:2]
+    forget_letter, retain_letter = forget_key + LETTER, retain_key + LETTER
     rmu = demo.rmu
     config = rmu["config"]
-    rows = "\n".join(f"| {name} | {demo.before[name]:.3f} | {demo.after[name]:.3f} |" for name in demo.before)
+    rows = "\n".join(
+        f"| {name.removesuffix(LETTER)} | {'letter (lm-eval)' if name.endswith(LETTER) else 'cloze'} | "
+        f"{demo.before[name]:.3f} | {demo.after[name]:.3f} |"
+        for name in demo.before
+    )
     return f"""# repe-unlearn demo
 
 The shipped toy model (a 6-layer Llama, d_model 128, trained from scratch on a fictitious world) knows 50 \
 invented pathogens (the hazard-like domain to forget) and 50 invented towns (the benign domain to keep), four \
-facts each. RMU updated {", ".join(f"`{n}`" for n in rmu["parameter_names"])} for {rmu["steps"]} steps, \
+facts each. Two letter layers stacked on it (`repe-unlearn toy letters`; the six layers below are the shipped \
+model's, unchanged) also answer those facts as WMDP-style letter questions, scored exactly as lm-eval scores \
+WMDP; the letter rows ask about the 25 pathogens and 25 towns whose letter questions those layers never \
+trained on, each question line being the words the prose states the fact in. RMU updated \
+{", ".join(f"`{n}`" for n in rmu["parameter_names"])} for {rmu["steps"]} steps, \
 steering layer {config["layer"]} towards c·u with c = {rmu["steering_coeff"]:.1f} \
-({config["adaptive_coeff"]} × the frozen model's mean per-token norm there, {rmu["frozen_norm_at_layer"]:.1f}).
+({config["adaptive_coeff"]} × the frozen model's mean per-token norm there, {rmu["frozen_norm_at_layer"]:.1f}); \
+the letter layers were not updated. The retain corpus was each town's paragraph followed by two answered letter \
+questions about the towns of the letter layers' training half (`retain_with_letters.jsonl`): with the \
+paragraphs alone RMU kept the towns' cloze answers but took their letter accuracy to chance.
 
-| cloze accuracy (4 choices, chance {CHANCE:.2f}) | before | after |
-|---|---:|---:|
+| accuracy (4 choices, chance {CHANCE:.2f}) | format | before | after |
+|---|---|---:|---:|
 {rows}
 
 Perplexity on the retain corpus: {demo.perplexity["retain before"]:.3f} before, \
@@ -197,9 +231,11 @@ Perplexity on the retain corpus: {demo.perplexity["retain before"]:.3f} before, 
 
 ## Reading
 
-Forget-domain accuracy went from {demo.before[forget_key]:.2f} to {demo.after[forget_key]:.2f} \
-(chance {CHANCE:.2f}) while retain-domain accuracy went from {demo.before[retain_key]:.2f} to \
-{demo.after[retain_key]:.2f}. On forget-domain text the activations at the steered layer now have a norm \
+Forget-domain accuracy went from {demo.before[forget_key]:.2f} to {demo.after[forget_key]:.2f} in cloze form \
+and from {demo.before[forget_letter]:.2f} to {demo.after[forget_letter]:.2f} in letter form \
+(chance {CHANCE:.2f}), while retain-domain accuracy went from {demo.before[retain_key]:.2f} to \
+{demo.after[retain_key]:.2f} (cloze) and from {demo.before[retain_letter]:.2f} to \
+{demo.after[retain_letter]:.2f} (letter). On forget-domain text the activations at the steered layer now have a norm \
 close to c, several times their original norm, while on retain text they stay where they were (norms.png).
 
 What this shows is misdirection: the layers after ℓ no longer get usable facts about the pathogens. It does \
@@ -229,7 +265,8 @@ never saw (`forget_b`), so accuracy regained there is knowledge that was still i
 ![relearning](relearning.png)
 
 Time: {", ".join(f"{k} {v:.1f} s" for k, v in demo.seconds.items())}. The unlearned model is in `model/` \
-(`repe-unlearn eval --model model --mcq FILE --format cloze` evaluates it).
+(`repe-unlearn eval --model model --mcq FILE --format cloze`, or `--format letter` with the world's \
+`*_letter_stem*.jsonl` files, evaluates it).
 """
 
 

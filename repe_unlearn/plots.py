@@ -9,7 +9,7 @@ def accuracy_bars(
     before: Mapping[str, float], after: Mapping[str, float], *, chance: float | None = None, title: str = ""
 ) -> Figure:
     """Grouped bars: accuracy per evaluation set, before and after."""
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(max(5.5, 1.5 * len(before) + 1.0), 3.6), layout="constrained")
     ax = fig.subplots()
     names = list(before)
     xs = range(len(names))

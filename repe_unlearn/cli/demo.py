@@ -10,7 +10,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("repe-unlearn demo: a toy model that learned 50 invented pathogens (forget) and 50 invented towns (retain)")
     result = run_demo(args.out, overwrite=args.overwrite)
     width = max(len(name) for name in result.before)
-    print(f"\n{'cloze accuracy':<{width}}  before  after   (chance {CHANCE:.2f})")
+    print(f"\n{'accuracy':<{width}}  before  after   (chance {CHANCE:.2f}; letter: lm-eval's WMDP format)")
     for name in result.before:
         print(f"{name:<{width}}  {result.before[name]:6.3f}  {result.after[name]:6.3f}")
     ppl = result.perplexity

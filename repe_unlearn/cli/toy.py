@@ -135,6 +135,115 @@ def cmd_toy_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toy_letters(args: argparse.Namespace) -> int:
+    """Teach a toy model to answer its facts as letter-format (WMDP-style) questions: new layers stacked on the
+    frozen model, trained on half the entities' letter questions; reports the other half's."""
+    from .._outputs import OutputDir
+    from ..errors import ConfigError
+    from ..toy import LetterConfig
+    from ..toy.letters import world_letters
+
+    config = config_from_args(args, LetterConfig, {})
+    out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="toy letters")
+    sets = world_letters(args.world)
+    import random
+
+    from ..evaluation import evaluate_mcq  # torch: once the flags, output and world are known to be good
+    from ..toy.letters import check_model, reshuffled, train_letters
+    from ._common import load_model, load_tokenizer
+
+    base = load_model(args.model).eval()
+    check_model(base, config)
+    tokenizer = load_tokenizer(args.model)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"the tokenizer of {args.model} is not a fast tokenizer: the letters need its offsets")
+    warnings: list[str] = []
+
+    def score(model: Any, items: list[Any], format: Literal["cloze", "letter"]) -> float | None:
+        return evaluate_mcq(model, tokenizer, items, format=format, batch_size=64).accuracy if items else None
+
+    before = {
+        "forget cloze": score(base, sets.forget_cloze, "cloze"),
+        "retain cloze": score(base, sets.retain_cloze, "cloze"),
+        "forget unseen": score(base, sets.forget_unseen, "letter"),
+        "retain unseen": score(base, sets.retain_unseen, "letter"),
+    }
+    print("before: " + "  ".join(f"{k} {v:.3f}" for k, v in before.items() if v is not None))
+    known = min(v for k, v in before.items() if "cloze" in k and v is not None)
+    if known < 0.9:
+        warnings.append(
+            f"{args.model} answers the world's cloze questions at {known:.3f}: the new layers read what it recalls, "
+            "so facts it does not know cannot be answered in letters either (pretrain it until they are known)"
+        )
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
+    probe = random.Random(5)  # the checks on the bar: up to 100 questions of each set, drawn once
+    checks = {
+        "trained": [reshuffled(item, probe) for item in probe.sample(sets.trained, min(100, len(sets.trained)))],
+        "forget unseen": probe.sample(sets.forget_unseen, min(100, len(sets.forget_unseen))),
+        "retain unseen": probe.sample(sets.retain_unseen, min(100, len(sets.retain_unseen))),
+    }
+    checks = {name: items for name, items in checks.items() if items}
+    model, run = train_letters(base, tokenizer, sets.prose, sets.trained, config, checks=checks)
+    trained_orders = [reshuffled(item, random.Random(7)) for item in sets.trained]
+    after = {
+        "forget cloze": score(model, sets.forget_cloze, "cloze"),
+        "retain cloze": score(model, sets.retain_cloze, "cloze"),
+        "trained": score(model, trained_orders, "letter"),
+        "forget unseen": score(model, sets.forget_unseen, "letter"),
+        "retain unseen": score(model, sets.retain_unseen, "letter"),
+    }
+    counts = {
+        "trained": len(sets.trained),
+        "forget unseen": len(sets.forget_unseen),
+        "retain unseen": len(sets.retain_unseen),
+    }
+    for name in ("forget cloze", "retain cloze"):
+        was, now = before[name], after[name]
+        if was is not None and now is not None and now < was - 0.02:
+            warnings.append(f"{name} accuracy fell from {was:.3f} to {now:.3f} while the letters were trained")
+            print(f"warning: {warnings[-1]}", file=sys.stderr)
+    for name in ("forget unseen", "retain unseen"):
+        value = after[name]
+        if value is not None and value < 0.9:
+            warnings.append(
+                f"{name} letter accuracy {value:.3f} is below 0.9: the letters did not carry over to every entity "
+                "(see docs/toy-world.md, 'Letter questions')"
+            )
+            print(f"warning: {warnings[-1]}", file=sys.stderr)
+    for name, value in after.items():
+        if value is not None:
+            shown = f" (n={counts[name]})" if name in counts else ""
+            print(f"{name:<14} {'cloze' if 'cloze' in name else 'letter'} accuracy {value:.3f}{shown}")
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        summary = {
+            "config": config.to_dict(),
+            "base_model": str(args.model),
+            "world": str(args.world),
+            "frozen_layers": run.frozen_layers,
+            "trained_parameters": run.trained_parameters,
+            "steps": run.steps,
+            "seconds": round(run.seconds, 1),
+            "final_losses": run.losses,
+            "before": before,
+            "after": after,
+            "questions": counts,
+            "checks": run.checks,
+            "warnings": warnings,
+        }
+        (tmp / "letters.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    out.write(fill)
+    print(
+        f"stacked {config.layers} trained layers on the {run.frozen_layers} frozen ones "
+        f"({run.trained_parameters / 1e6:.2f}M trained parameters): {run.steps} steps in {run.seconds:.0f} s; "
+        f"wrote {args.out}"
+    )
+    return 0
+
+
 def _syllables(text: str) -> tuple[int, int]:
     low, _, high = text.partition("-")
     try:
@@ -147,8 +256,8 @@ def _syllables(text: str) -> tuple[int, int]:
 
 
 def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``toy world`` and ``toy pretrain``."""
-    from ..toy import PretrainConfig
+    """Register ``toy world``, ``toy pretrain`` and ``toy letters``."""
+    from ..toy import LetterConfig, PretrainConfig
     from ..toy.world import FORGET_DOMAINS, FORMS, MAX_ENTITIES, ORDERS, RETAIN_DOMAINS
 
     toy = sub.add_parser(
@@ -221,6 +330,14 @@ def add_toy_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     pre.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_config_flags(pre, PretrainConfig)
     pre.set_defaults(func=cmd_toy_pretrain)
+
+    letters = toy_sub.add_parser("letters", help=cmd_toy_letters.__doc__, description=cmd_toy_letters.__doc__)
+    letters.add_argument("--model", required=True, help="a model that knows the world's facts (`toy pretrain`'s)")
+    letters.add_argument("--world", required=True, help="the directory `toy world` wrote, whose prose it learned")
+    letters.add_argument("--out", required=True, help="output model directory")
+    letters.add_argument("--overwrite", action="store_true", help="replace an existing --out written by this tool")
+    add_config_flags(letters, LetterConfig)
+    letters.set_defaults(func=cmd_toy_letters)
 
 
 __all__ = ["add_toy_parser"]

@@ -139,6 +139,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             f"{exc}; --preset {preset_name} set {', '.join(from_preset)}: give --layer / --update-layers that fit "
             f"this model"
         ) from None
+    _note_letter_layers(args.model, config.layer)
     first_layers = None if args.full_model or config.method in ADVERSARIAL else config.layer + 1
     model = load_model(
         args.model,
@@ -259,6 +260,24 @@ def cmd_apply_delta(args: argparse.Namespace) -> int:
 
 def _layers_text(value: int | tuple[int, ...]) -> str:
     return ",".join(str(i) for i in value) if isinstance(value, tuple) else str(value)
+
+
+def _note_letter_layers(model: str, layer: int) -> None:
+    """A note on stderr when ℓ is one of the letter layers `toy letters` stacked on a model: the facts are held in
+    the layers below them (layers counted from the last, as the toy preset counts, land there)."""
+    config = Path(model) / "config.json"
+    try:
+        record = json.loads(config.read_text()).get("repe_unlearn_letters") if config.is_file() else None
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and isinstance(record.get("frozen_layers"), int) and layer >= record["frozen_layers"]:
+        frozen = record["frozen_layers"]
+        print(
+            f"note: layer {layer} is one of the letter layers `toy letters` stacked on this model (layers {frozen} and "
+            f"up); the facts are held in layers 0-{frozen - 1}: to steer there as on the model alone, pass "
+            f"--layer {frozen - 2} (the demo does)",
+            file=sys.stderr,
+        )
 
 
 def add_unlearn_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

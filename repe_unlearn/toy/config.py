@@ -100,3 +100,71 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LetterConfig:
+    """How `train_letters` teaches a model that knows facts from prose to answer them as letter questions:
+    ``layers`` new decoder layers stacked on the frozen model, trained on answered letter questions about some
+    entities (mixed with prose), with a loss on where three heads attend on those questions and two logit-lens
+    losses after the first new layer (see `repe_unlearn.toy.letters`)."""
+
+    layers: int = field(default=2, metadata=_help("new decoder layers stacked on the frozen model (at least 2)"))
+    mlp: bool = field(default=True, metadata=_help("give the new layers MLPs (--no-mlp: attention only)"))
+    steps: int = field(default=1500, metadata=_help("training steps"))
+    batch_size: int = field(default=32, metadata=_help("letter questions per step"))
+    prose: int = field(default=16, metadata=_help("prose documents per step (keep the cloze answers)"))
+    lr: float = field(default=1e-3, metadata=_help("peak learning rate (50 warm-up steps, then cosine)"))
+    init_std: float = field(default=0.1, metadata=_help("standard deviation of the new layers' initial weights"))
+    fresh: float = field(
+        default=1.0,
+        metadata=_help(
+            "share of the trained questions asked with three distractors drawn afresh from the relation's values "
+            "(so that remembering which of four fixed choices was right does not answer them)"
+        ),
+    )
+    guide: float = field(
+        default=1.0,
+        metadata=_help(
+            "weight of the loss on where heads attend on the trained questions (first new layer: head 0 from each "
+            "choice to its letter, head 1 from 'Answer:' to the question's end; last new layer: the first "
+            "--match-heads heads from 'Answer:' to the right choice); 0 turns it off"
+        ),
+    )
+    match_heads: int = field(default=2, metadata=_help("heads of the last new layer guided to the right choice"))
+    identity: float = field(
+        default=3.0, metadata=_help("weight of the logit-lens loss: each choice's first token reads as itself")
+    )
+    carry: float = field(
+        default=3.0,
+        metadata=_help("weight of the logit-lens loss: 'Answer:' reads as the right choice's first token"),
+    )
+    eval_every: int = field(default=150, metadata=_help("steps between accuracy checks (shown on the bar)"))
+    seed: int = field(default=0, metadata=_help("seed of the new layers' initialisation and of the sampling"))
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.prose < 0 or self.match_heads < 0 or self.seed < 0:
+            name = next(n for n in ("prose", "match_heads", "seed") if getattr(self, n) < 0)
+            raise ConfigError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.guide and self.layers < 2:
+            raise ConfigError(
+                f"the attention guide needs 2 new layers (one binds letters, one matches), got layers={self.layers}; "
+                "raise layers or set guide=0"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not 0 < self.init_std <= 1:
+            raise ConfigError(f"init_std must be above 0 and at most 1, got {self.init_std}")
+        if not 0 <= self.fresh <= 1:
+            raise ConfigError(f"fresh is a share between 0 and 1, got {self.fresh}")
+        for name in ("guide", "identity", "carry"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} is a loss weight, a number at least 0, got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)

@@ -513,6 +513,21 @@ def letter_documents(letter: list[dict[str, Any]], rng: random.Random, variants:
     return docs
 
 
+def with_letters(entities: tuple[Entity, ...], domain: Domain, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each entity's paragraph followed by two answered letter questions (the cloze stem as the question line)
+    from ``rows``, taken in turn: a retain corpus that also covers the letter format, so that unlearning which
+    keeps its activations keeps the format answered too."""
+    answered = [
+        f"{letter_prompt(MCQItem(r['question'], tuple(r['choices']), r['answer']))} {LETTERS[r['answer']]}"
+        for r in rows
+    ]
+    docs = []
+    for k, entity in enumerate(entities):
+        shown = [answered[(2 * k + j) % len(answered)] for j in range(2)] if answered else []
+        docs.append({"text": "\n\n".join([paragraph(domain, entity), *shown]), "entity": entity.name})
+    return docs
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
@@ -526,7 +541,12 @@ def write_world(world: World, out: str | os.PathLike[str], *, letter_variants: i
     - forget_a* / forget_b*: the corpus and MCQ files of each half of the forget entities (relearning attacks);
     - letter_train.jsonl: letter-format questions answered, about the first half of each domain's entities
       (the forget half is forget_a's), and {forget,retain}_letter_unseen.jsonl: the letter questions about
-      the other half, whose format the model never saw answered.
+      the other half, whose format the model never saw answered;
+    - {forget,retain}_letter_stem.jsonl / _letter_stem_unseen.jsonl: the same letter questions (every fact / the
+      unseen half) with the fact's cloze stem as the question line, the words a model trained on the prose
+      completes (what `repe-unlearn toy letters` trains on and reports);
+    - retain_with_letters.jsonl: each retain paragraph followed by two answered letter questions (stem form)
+      about the first half's entities: a retain corpus for unlearning a model that answers letter questions.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -557,6 +577,10 @@ def write_world(world: World, out: str | os.PathLike[str], *, letter_variants: i
         seen = {e.name for e in entities[:half]}
         letter_train += letter_documents([r for r in letter if r["entity"] in seen], letter_rng, letter_variants)
         emit(f"{label}_letter_unseen", [r for r in letter if r["entity"] not in seen])
+        emit(f"{label}_letter_stem", cloze)  # the cloze rows, asked in letter format: the words the prose uses
+        emit(f"{label}_letter_stem_unseen", [r for r in cloze if r["entity"] not in seen])
+        if label == "retain":
+            emit("retain_with_letters", with_letters(entities, domain, [r for r in cloze if r["entity"] in seen]))
         if label == "forget":
             for part, chosen in (("a", entities[:half]), ("b", entities[half:])):
                 names = {e.name for e in chosen}
