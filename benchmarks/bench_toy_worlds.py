@@ -7,7 +7,10 @@ cloze accuracy per domain, letter-format accuracy on entities whose letter quest
 and the battery (held-out forget accuracy after each attack).
 
     python benchmarks/bench_toy_worlds.py [--worlds shipped A B] [--no-battery] [--target 0.95] [--batch-size 8]
-        [--layers 6] [--init-std 0.02 0.05] [--lr 3e-3 2e-3]
+        [--layers 6] [--init-std 0.02 0.05] [--lr 3e-3 2e-3] [--letters]
+
+``--letters`` also runs `toy letters` (`train_letters`, `LetterConfig`'s defaults) on each pretrained model and
+adds its letter accuracy on the unseen entities, forget and retain, to the pretraining table.
 
 Targets (issue 17): >= 0.95 cloze accuracy on both domains in <= 60 s on 2 CPU cores, every world.
 """
@@ -24,7 +27,7 @@ from repe_unlearn import rmu
 from repe_unlearn.data import read_texts
 from repe_unlearn.evaluation import evaluate_mcq, read_mcq
 from repe_unlearn.robustness import battery
-from repe_unlearn.toy import PretrainConfig, World, pretrain, write_world
+from repe_unlearn.toy import PretrainConfig, World, pretrain, train_letters, world_letters, write_world
 
 WORLDS: dict[str, dict[str, Any]] = {
     "shipped": {"seed": 0, "entities": 50},
@@ -74,6 +77,7 @@ def main() -> None:
         default=[PretrainConfig().lr],
         help="pretraining's peak learning rate; several values run each world with each, side by side",
     )
+    parser.add_argument("--letters", action="store_true", help="also run `toy letters` on each pretrained model")
     args = parser.parse_args()
     torch.set_num_threads(2)
     pretraining, batteries = [], []
@@ -98,8 +102,18 @@ def main() -> None:
         letter = evaluate_mcq(model, tokenizer, read_mcq(files["forget_letter_unseen"]), format="letter").accuracy
         varied = [f"std {std}"] * (len(args.init_std) > 1) + [f"lr {lr:g}"] * (len(args.lr) > 1)
         label = f"{name} ({', '.join(varied)})" if varied else name
-        pretraining.append((label, describe(WORLDS[name]), run, acc, letter))
-        print(f"{label}: {run['seconds']:.0f} s, {run['steps_run']} steps, {run['stopped']}, {acc}", flush=True)
+        stacked: dict[str, float] = {}
+        if args.letters:
+            sets = world_letters(files["world"].parent)
+            letter_model, letter_run = train_letters(model, tokenizer, sets.prose, sets.trained, progress=False)
+            stacked = {
+                part: evaluate_mcq(letter_model, tokenizer, items, format="letter", batch_size=64).accuracy
+                for part, items in (("forget", sets.forget_unseen), ("retain", sets.retain_unseen))
+            }
+            stacked["seconds"] = letter_run.seconds
+        pretraining.append((label, describe(WORLDS[name]), run, acc, letter, stacked))
+        summary = f"{run['seconds']:.0f} s, {run['steps_run']} steps, {run['stopped']}, {acc} {stacked}"
+        print(f"{label}: {summary}", flush=True)
         if args.no_battery:
             continue
         base = copy.deepcopy(model)
@@ -115,12 +129,14 @@ def main() -> None:
         )  # fmt: skip
         batteries.append((label, found, rmu_seconds, retain_after))
         print(found.markdown(), flush=True)
-    print("\n| world | options | seconds | steps | stopped | forget cloze | retain cloze | letter, unseen |")
-    print("|---|---|---:|---:|---|---:|---:|---:|")
-    for name, text, run, acc, letter in pretraining:
+    extra = " letters: forget unseen | retain unseen | seconds |" if args.letters else ""
+    print("\n| world | options | seconds | steps | stopped | forget cloze | retain cloze | letter, unseen |" + extra)
+    print("|---|---|---:|---:|---|---:|---:|---:|" + "---:|" * (3 * args.letters))
+    for name, text, run, acc, letter, stacked in pretraining:
+        cells = f" {stacked['forget']:.3f} | {stacked['retain']:.3f} | {stacked['seconds']:.0f} |" if stacked else ""
         print(
             f"| {name} | {text} | {run['seconds']:.0f} | {run['steps_run']} | {run['stopped']} | "
-            f"{acc['forget']:.3f} | {acc['retain']:.3f} | {letter:.3f} |"
+            f"{acc['forget']:.3f} | {acc['retain']:.3f} | {letter:.3f} |{cells}"
         )
     if batteries:
         attacks = [row.attack for row in batteries[0][1].rows]

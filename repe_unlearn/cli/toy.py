@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -146,8 +147,6 @@ def cmd_toy_letters(args: argparse.Namespace) -> int:
     config = config_from_args(args, LetterConfig, {})
     out = OutputDir(args.out, overwrite=args.overwrite, inputs=input_paths(args), kind="toy letters")
     sets = world_letters(args.world)
-    import random
-
     from ..evaluation import evaluate_mcq  # torch: once the flags, output and world are known to be good
     from ..toy.letters import check_model, reshuffled, train_letters
     from ._common import load_model, load_tokenizer
@@ -162,9 +161,12 @@ def cmd_toy_letters(args: argparse.Namespace) -> int:
     def score(model: Any, items: list[Any], format: Literal["cloze", "letter"]) -> float | None:
         return evaluate_mcq(model, tokenizer, items, format=format, batch_size=64).accuracy if items else None
 
+    orders = random.Random(7)
+    trained_orders = [reshuffled(item, orders) for item in sets.trained]  # scored before and after
     before = {
         "forget cloze": score(base, sets.forget_cloze, "cloze"),
         "retain cloze": score(base, sets.retain_cloze, "cloze"),
+        "trained": score(base, trained_orders, "letter"),
         "forget unseen": score(base, sets.forget_unseen, "letter"),
         "retain unseen": score(base, sets.retain_unseen, "letter"),
     }
@@ -172,19 +174,28 @@ def cmd_toy_letters(args: argparse.Namespace) -> int:
     known = min(v for k, v in before.items() if "cloze" in k and v is not None)
     if known < 0.9:
         warnings.append(
-            f"{args.model} answers the world's cloze questions at {known:.3f}: the new layers read what it recalls, "
-            "so facts it does not know cannot be answered in letters either (pretrain it until they are known)"
+            f"{args.model} answers this world's cloze questions at {known:.3f}: it does not know these facts (was it "
+            "trained on another world's prose, or not until the facts were known?); the new layers read what it "
+            "recalls, so what it does not know cannot be answered in letters either"
         )
         print(f"warning: {warnings[-1]}", file=sys.stderr)
+    for flag, asked, available, what in (
+        ("--batch-size", config.batch_size, len(sets.trained), "questions to train on"),
+        ("--prose", config.prose, len(sets.prose), "prose documents"),
+    ):
+        if asked > available:
+            warnings.append(f"{flag} {asked}: the world has {available} {what}; each step takes all {available}")
+            print(f"warning: {warnings[-1]}", file=sys.stderr)
     probe = random.Random(5)  # the checks on the bar: up to 100 questions of each set, drawn once
-    checks = {
-        "trained": [reshuffled(item, probe) for item in probe.sample(sets.trained, min(100, len(sets.trained)))],
-        "forget unseen": probe.sample(sets.forget_unseen, min(100, len(sets.forget_unseen))),
-        "retain unseen": probe.sample(sets.retain_unseen, min(100, len(sets.retain_unseen))),
+    checks = {  # named apart from the final scores: these are samples, the trained ones in other choice orders
+        "trained (sample)": [
+            reshuffled(item, probe) for item in probe.sample(sets.trained, min(100, len(sets.trained)))
+        ],
+        "forget unseen (sample)": probe.sample(sets.forget_unseen, min(100, len(sets.forget_unseen))),
+        "retain unseen (sample)": probe.sample(sets.retain_unseen, min(100, len(sets.retain_unseen))),
     }
     checks = {name: items for name, items in checks.items() if items}
     model, run = train_letters(base, tokenizer, sets.prose, sets.trained, config, checks=checks)
-    trained_orders = [reshuffled(item, random.Random(7)) for item in sets.trained]
     after = {
         "forget cloze": score(model, sets.forget_cloze, "cloze"),
         "retain cloze": score(model, sets.retain_cloze, "cloze"),
@@ -220,8 +231,8 @@ def cmd_toy_letters(args: argparse.Namespace) -> int:
         tokenizer.save_pretrained(tmp)
         summary = {
             "config": config.to_dict(),
-            "base_model": str(args.model),
-            "world": str(args.world),
+            "base_model": str(Path(args.model).resolve()),
+            "world": str(Path(args.world).resolve()),
             "frozen_layers": run.frozen_layers,
             "trained_parameters": run.trained_parameters,
             "steps": run.steps,

@@ -109,12 +109,17 @@ class LetterConfig:
     entities (mixed with prose), with a loss on where three heads attend on those questions and two logit-lens
     losses after the first new layer (see `repe_unlearn.toy.letters`)."""
 
-    layers: int = field(default=2, metadata=_help("new decoder layers stacked on the frozen model (at least 2)"))
+    layers: int = field(
+        default=2, metadata=_help("new decoder layers stacked on the frozen model (at least 2 with the guide)")
+    )
     mlp: bool = field(default=True, metadata=_help("give the new layers MLPs (--no-mlp: attention only)"))
     steps: int = field(default=1500, metadata=_help("training steps"))
     batch_size: int = field(default=32, metadata=_help("letter questions per step"))
     prose: int = field(default=16, metadata=_help("prose documents per step (keep the cloze answers)"))
-    lr: float = field(default=1e-3, metadata=_help("peak learning rate (50 warm-up steps, then cosine)"))
+    lr: float = field(
+        default=1e-3,
+        metadata=_help("peak learning rate (a linear warm-up over 50 steps times a cosine decay over all the steps)"),
+    )
     init_std: float = field(default=0.1, metadata=_help("standard deviation of the new layers' initial weights"))
     fresh: float = field(
         default=1.0,

@@ -134,9 +134,9 @@ def check_model(base: Any, config: LetterConfig) -> None:
     if not isinstance(n_heads, int):
         raise ArchitectureError(f"{type(base).__name__}'s config names no num_attention_heads")
     if config.guide and max(2, config.match_heads) > n_heads:
+        advice = "lower --match-heads, or --guide 0" if n_heads >= 2 else "the first new layer guides two: --guide 0"
         raise ArchitectureError(
-            f"the attention guide uses {max(2, config.match_heads)} heads; the model has {n_heads} per layer "
-            "(lower --match-heads, or --guide 0)"
+            f"the attention guide uses {max(2, config.match_heads)} heads; the model has {n_heads} per layer ({advice})"
         )
 
 
@@ -161,7 +161,7 @@ class LetterRun:
     trained_parameters: int
     frozen_layers: int
     losses: dict[str, float] = field(default_factory=dict)
-    checks: list[dict[str, float]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train_letters(
@@ -211,8 +211,16 @@ def train_letters(
     limit = int(getattr(model.config, "max_position_embeddings", None) or 2048)
     eos = [tokenizer.eos_token_id] if isinstance(getattr(tokenizer, "eos_token_id", None), int) else []
     answer_ids = [encode(tokenizer, " " + letter) for letter in LETTERS[: max(len(q.choices) for q in questions)]]
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ArchitectureError(
+            f"the tokenizer has {len(tokenizer)} tokens; the model embeds {rows}: not its tokenizer?"
+        )
+    longest = 0
     for item in questions:  # every prompt's layout is checked before the first step
-        landmarks(tokenizer, item)
+        longest = max(longest, len(landmarks(tokenizer, item).ids) + len(answer_ids[item.answer]))
+    if longest > limit:
+        raise DataError(f"a letter prompt with its answer is {longest} tokens; the model takes at most {limit}")
     pools: dict[str, set[str]] = {}  # each relation's values, from the trained questions' choices
     for item in questions:
         pools.setdefault(_template(item), set()).update(item.choices)
@@ -319,7 +327,7 @@ def train_letters(
             postfix = {name: f"{value:.3f}" for name, value in parts.items()}
             if checks and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
                 scores = check()
-                run.checks.append({"step": float(step + 1), **scores})
+                run.checks.append({"step": step + 1, **scores})
                 if report is not None:
                     report(step + 1, scores)
             if run.checks:
@@ -331,8 +339,8 @@ def train_letters(
         run.seconds = time.perf_counter() - start
         model.set_attn_implementation(implementation)
         model.eval()
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+        for parameter in model.parameters():  # as from_pretrained leaves them
+            parameter.requires_grad_(True)
     model.config.repe_unlearn_letters = {
         "frozen_layers": depth,
         "new_layers": config.layers,
@@ -383,11 +391,23 @@ def world_letters(world: str | os.PathLike[str]) -> WorldLetters:
             "`repe-unlearn toy world`"
         )
     prose = read_texts(root / "forget.jsonl") + read_texts(root / "retain.jsonl")
-    every = read_mcq(root / "forget_letter_stem.jsonl") + read_mcq(root / "retain_letter_stem.jsonl")
+    forget_every, retain_every = (
+        read_mcq(root / "forget_letter_stem.jsonl"),
+        read_mcq(root / "retain_letter_stem.jsonl"),
+    )
+    every = forget_every + retain_every
     forget_unseen = read_mcq(root / "forget_letter_stem_unseen.jsonl")
     retain_unseen = read_mcq(root / "retain_letter_stem_unseen.jsonl")
     if any(item.entity is None for item in every + forget_unseen + retain_unseen):
         raise DataError(f"--world {world}: a letter question names no entity; the split needs them")
+    for label, part, whole in (("forget", forget_unseen, forget_every), ("retain", retain_unseen, retain_every)):
+        known = set(whole)
+        stranger = next((item for item in part if item not in known), None)
+        if stranger is not None:
+            raise DataError(
+                f"--world {world}: {label}_letter_stem_unseen.jsonl asks {stranger.question!r}, which is not one of "
+                f"{label}_letter_stem.jsonl's questions: the unseen split must come from this world"
+            )
     unseen = {item.entity for item in forget_unseen + retain_unseen}
     trained = [item for item in every if item.entity not in unseen]
     if not trained:
@@ -463,14 +483,9 @@ def attach_letters(base: Any, directory: str | os.PathLike[str]) -> Any:
     if wrong:
         raise ArchitectureError(f"{source} does not fit this model: {', '.join(wrong[:4])}")
     model.load_state_dict(tensors, strict=False)
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
+    for parameter in model.parameters():  # as from_pretrained leaves them
+        parameter.requires_grad_(True)
     return model.eval()
-
-
-def is_letter_model(model: nn.Module) -> bool:
-    """Whether ``model`` came out of `train_letters` (its config records the frozen layers)."""
-    return isinstance(getattr(getattr(model, "config", None), "repe_unlearn_letters", None), dict)
 
 
 __all__ = [
@@ -480,7 +495,6 @@ __all__ = [
     "WorldLetters",
     "attach_letters",
     "check_model",
-    "is_letter_model",
     "landmarks",
     "letter_tensors",
     "save_letters",

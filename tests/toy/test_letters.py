@@ -118,6 +118,9 @@ def test_cli_writes_a_plain_model_and_reports_each_set(
     assert "below 0.9" in captured.err  # six steps do not teach the letters, and the tool says so
     summary = json.loads((out / "letters.json").read_text())
     assert summary["steps"] == 6 and summary["frozen_layers"] == 2 and len(summary["checks"]) == 2
+    assert summary["checks"][-1]["step"] == 6 and "trained (sample)" in summary["checks"][-1]
+    assert set(summary["before"]) == set(summary["after"])  # every set scored on both sides
+    assert Path(summary["world"]).is_absolute() and Path(summary["base_model"]).is_absolute()
     assert summary["questions"]["forget unseen"] == len(read_mcq(world / "forget_letter_stem_unseen.jsonl"))
     model = tf.AutoModelForCausalLM.from_pretrained(out)  # a plain model of the base's class, two layers deeper
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 4
@@ -156,6 +159,15 @@ def test_bad_inputs_get_one_line_errors(
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "o").exists()
+    foreign = tmp_path / "foreign"  # the unseen split of another world
+    write_world(World.generate(6, 8), tmp_path / "other")
+    foreign.mkdir()
+    for name in (world / "world.json").parent.iterdir():
+        (foreign / name.name).write_bytes(name.read_bytes())
+    unseen = "forget_letter_stem_unseen.jsonl"
+    (foreign / unseen).write_bytes((tmp_path / "other" / unseen).read_bytes())
+    with pytest.raises(ru.DataError, match="the unseen split must come from this world"):
+        world_letters(foreign)
     with pytest.raises(ru.DataError, match="at least 4"):
         train_letters(make_model("llama"), None, ["x"], world_letters(world).trained[:3], QUICK, progress=False)
 
